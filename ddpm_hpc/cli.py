@@ -1,0 +1,98 @@
+"""``ddpm-hpc`` command line: train, sample, data, list (the cluster commands live in ``jobs/`` and register
+themselves here when that package is importable)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import paths
+from .config import available_experiments, load_experiment
+from .errors import UserError
+
+EXIT_INTERRUPTED = 3  # training stopped by a signal after saving a checkpoint; run again to continue
+
+
+def cmd_train(args) -> int:
+    from .pipeline import run_training
+
+    outcome = run_training(load_experiment(args.experiment, args.overrides))
+    return 0 if outcome.status == "finished" else EXIT_INTERRUPTED
+
+
+def cmd_sample(args) -> int:
+    from .pipeline import run_sampling
+
+    run_sampling(load_experiment(args.experiment, args.overrides))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data import DATASETS, download_dataset
+
+    for name in args.datasets or [d for d in DATASETS if d != "digits"]:
+        print(f"{name}: ready in {download_dataset(name)}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    names = available_experiments()
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        try:
+            description = load_experiment(name).description
+        except UserError as exc:
+            description = f"(invalid: {exc})"
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddpm-hpc", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_experiment(p):
+        p.add_argument("experiment", help="experiment name: experiments/<name>.yaml")
+        p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="e.g. train.steps=500")
+        return p
+
+    with_experiment(sub.add_parser("train", help="train here, in this process (resumes automatically)")) \
+        .set_defaults(func=cmd_train)
+    with_experiment(sub.add_parser("sample", help="sample the latest checkpoint and write grids")) \
+        .set_defaults(func=cmd_sample)
+    p = sub.add_parser("data", help="download datasets into $DDPM_HPC_DATA (run on a machine with internet)")
+    p.add_argument("datasets", nargs="*", choices=["mnist", "cifar10"], help="default: both")
+    p.set_defaults(func=cmd_data)
+    sub.add_parser("list", help="list experiments").set_defaults(func=cmd_list)
+    for register in _extensions():
+        register(sub, with_experiment)
+    return parser
+
+
+def _extensions():
+    """Subcommands contributed by other packages (``jobs`` for SLURM, metrics, ...)."""
+    out = []
+    try:
+        from jobs.cli import register  # the cluster side, present in a repo checkout
+        out.append(register)
+    except ImportError as exc:
+        if getattr(exc, "name", "") not in ("jobs", "jobs.cli"):
+            raise
+    return out
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""Experiment files: YAML -> validated, frozen dataclasses.
+
+Config flows one way: ``load_experiment`` reads ``experiments/<name>.yaml`` (with ``yaml.safe_load``), merges the
+cluster defaults (``experiments/_cluster.yaml`` or ``$DDPM_HPC_CLUSTER_CONFIG``) under its ``slurm:`` section, applies
+command-line overrides (``train.steps=100``), and validates everything into an :class:`Experiment`. Every mistake is a
+:class:`ConfigError` of one line that names the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from . import paths
+from .errors import ConfigError
+
+
+def _range(lo=None, hi=None, **extra) -> dict:
+    return {"min": lo, "max": hi, **extra}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Literal["mnist", "cifar10", "digits"] = "mnist"
+    root: Optional[str] = None  # default: $DDPM_HPC_DATA or ./data
+    batch_size: int = field(default=16, metadata=_range(1))  # global batch, over all ranks
+    seed: int = 0  # data order seed; the order is a pure function of (seed, step)
+    on_device: bool = True  # keep the decoded uint8 dataset on the training device
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: Literal["conv", "seed_unet", "unet"] = "seed_unet"
+    # seed_unet: encoder widths, the last one is the bottleneck. unet: widths per resolution level.
+    channels: tuple[int, ...] = (72, 96, 128, 196, 256)
+    conditioning: Literal["none", "onehot", "embedding"] = "none"
+    time_embedding: bool = False  # the seed's nets do not see t
+    norm: Literal["batch", "group"] = "batch"  # the seed uses BatchNorm
+    dropout: float = field(default=0.0, metadata=_range(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    objective: Literal["ddpm", "flow"] = "ddpm"
+    schedule: Literal["linear", "cosine"] = "linear"
+    T: int = field(default=400, metadata=_range(1))
+    beta1: float = field(default=1e-4, metadata=_range(0.0, 1.0))
+    beta2: float = field(default=0.02, metadata=_range(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = field(default=2000, metadata=_range(1))
+    lr: float = field(default=1e-4, metadata=_range(0.0))
+    seed: int = 0  # model init and per-step noise
+    ema_decay: float = field(default=0.0, metadata=_range(0.0, 1.0))  # 0 disables EMA
+    label_dropout: float = field(default=0.0, metadata=_range(0.0, 1.0))  # for classifier-free guidance
+    grad_clip: float = field(default=0.0, metadata=_range(0.0))  # 0 disables clipping
+    log_every: int = field(default=100, metadata=_range(1))
+    checkpoint_every: int = field(default=1000, metadata=_range(1))
+    checkpoint_minutes: float = field(default=10.0, metadata=_range(0.0))  # 0 disables the wall-clock cadence
+    keep_checkpoints: int = field(default=3, metadata=_range(2))
+    restart: bool = False  # ignore existing checkpoints and start over
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast
+    channels_last: bool = False
+    compile: bool = False
+    sync_batchnorm: bool = True  # multi-GPU only
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sampler: Literal["ddpm", "ddim", "euler", "heun"] = "ddpm"
+    steps: int = field(default=0, metadata=_range(0))  # 0: all T steps for ddpm/ddim, 50 for flow samplers
+    eta: float = field(default=0.0, metadata=_range(0.0))  # DDIM stochasticity, 1 = ancestral
+    guidance: float = field(default=1.0, metadata=_range(0.0))  # classifier-free guidance scale, 1 = off
+    per_class: int = field(default=10, metadata=_range(1))  # conditional grids: one row per class
+    n: int = field(default=100, metadata=_range(1))  # unconditional grids
+    batch_size: int = field(default=256, metadata=_range(1))
+    seed: int = 1234  # fixed so grids from different steps are comparable
+    checkpoint: str = "latest"  # latest | <step> | <path>
+    every: int = field(default=0, metadata=_range(0))  # small grid every N training steps, 0 = off
+    trajectory: bool = True  # also write an x_T ... x_0 strip
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    partition: str = "ug-gpu-small"
+    qos: Optional[str] = "short"
+    account: Optional[str] = None
+    gres: Optional[str] = "gpu:1"
+    gpus_per_node: int = field(default=1, metadata=_range(0))
+    nodes: int = field(default=1, metadata=_range(1))
+    time_min: int = field(default=120, metadata=_range(1))
+    mem_gb: float = field(default=16.0, metadata=_range(0.0))
+    cpus_per_task: int = field(default=4, metadata=_range(1))
+    signal_delay_s: int = field(default=120, metadata=_range(0))
+    max_requeues: int = field(default=20, metadata=_range(0))
+    sample_time_min: int = field(default=30, metadata=_range(1))
+    additional: dict = field(default_factory=dict)  # extra #SBATCH options, e.g. {constraint: ampere}
+    setup: tuple[str, ...] = ("source /etc/profile",)  # shell lines run before the job
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str = ""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    train: TrainConfig = TrainConfig()
+    sample: SampleConfig = SampleConfig()
+    slurm: SlurmConfig = SlurmConfig()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def replace(self, **sections) -> "Experiment":
+        return dataclasses.replace(self, **sections)
+
+    @property
+    def sample_steps(self) -> int:
+        """Network evaluations budget of the configured sampler when ``sample.steps`` is 0."""
+        if self.sample.steps:
+            return self.sample.steps
+        return self.diffusion.T if self.sample.sampler in ("ddpm", "ddim") else 50
+
+
+SECTIONS = {k: v for k, v in typing.get_type_hints(Experiment).items() if k not in ("name", "description")}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Validation
+
+
+def _closest(key: str, valid) -> str:
+    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(valid)}"
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against the type ``hint``; convert the few safe cases (int -> float, list -> tuple)."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = typing.get_args(hint)[0]
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected text, got {value!r}")
+        return value
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    raise TypeError(f"unsupported config type {hint!r}")  # a bug in this file, not a user error
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key '{key}'{_closest(str(key), fields)}")
+        field_where = f"{where}.{key}"
+        value = _coerce(value, hints[key], field_where)
+        lo, hi = fields[key].metadata.get("min"), fields[key].metadata.get("max")
+        if lo is not None and value is not None and value < lo:
+            raise ConfigError(f"{field_where}: {value!r} is too small; must be >= {lo}")
+        if hi is not None and value is not None and value > hi:
+            raise ConfigError(f"{field_where}: {value!r} is too large; must be <= {hi}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _check_consistency(exp: Experiment, where: str) -> None:
+    flow_samplers = ("euler", "heun")
+    if exp.diffusion.objective == "flow" and exp.sample.sampler not in flow_samplers:
+        raise ConfigError(f"{where}: sample.sampler={exp.sample.sampler} needs diffusion.objective=ddpm; "
+                          f"flow matching samples with {' or '.join(flow_samplers)}")
+    if exp.diffusion.objective == "ddpm" and exp.sample.sampler in flow_samplers:
+        raise ConfigError(f"{where}: sample.sampler={exp.sample.sampler} is a flow-matching sampler; "
+                          f"use ddpm or ddim, or set diffusion.objective=flow")
+    if exp.sample.sampler in ("ddpm", "ddim") and exp.sample.steps > exp.diffusion.T:
+        raise ConfigError(f"{where}: sample.steps={exp.sample.steps} exceeds diffusion.T={exp.diffusion.T}")
+    if exp.sample.sampler == "ddpm" and exp.sample.steps not in (0, exp.diffusion.T):
+        raise ConfigError(f"{where}: the ddpm sampler always takes all T={exp.diffusion.T} steps; "
+                          f"use sample.sampler=ddim for fewer")
+    if exp.diffusion.beta1 >= exp.diffusion.beta2 and exp.diffusion.schedule == "linear":
+        raise ConfigError(f"{where}: diffusion.beta1 must be smaller than diffusion.beta2")
+    if exp.model.arch == "conv" and exp.model.conditioning != "none":
+        raise ConfigError(f"{where}: model.arch=conv cannot be conditional; use seed_unet or unet")
+    if exp.train.label_dropout > 0 and exp.model.conditioning == "none":
+        raise ConfigError(f"{where}: train.label_dropout needs a conditional model (model.conditioning)")
+    if exp.sample.guidance != 1.0 and exp.model.conditioning == "none":
+        raise ConfigError(f"{where}: sample.guidance needs a conditional model (model.conditioning)")
+    if exp.model.arch == "seed_unet" and len(exp.model.channels) != 5:
+        raise ConfigError(f"{where}: model.channels for seed_unet needs 5 widths (4 skip levels + bottleneck)")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["train.steps=100", "sample.sampler=ddim"]`` -> nested dict; values are parsed as YAML scalars."""
+    tree: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key.sub=value, e.g. train.steps=100")
+        value = yaml.safe_load(raw) if raw != "" else None
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = value
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "additional":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def cluster_defaults_file() -> Path:
+    return Path(os.environ.get("DDPM_HPC_CLUSTER_CONFIG") or paths.experiments_root() / "_cluster.yaml")
+
+
+def available_experiments() -> list[str]:
+    root = paths.experiments_root()
+    return sorted(p.stem for p in root.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def build_experiment(name: str, data: dict, where: str) -> Experiment:
+    """Validate a raw mapping (file contents merged with overrides) into an Experiment."""
+    valid_top = ["description", *SECTIONS]
+    sections = {}
+    for key, value in data.items():
+        if key not in valid_top:
+            raise ConfigError(f"{where}: unknown section '{key}'{_closest(str(key), valid_top)}")
+        if key == "description":
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: description: expected text")
+            continue
+        sections[key] = _build(SECTIONS[key], value or {}, f"{where}: {key}")
+    exp = Experiment(name=name, description=data.get("description", ""), **sections)
+    _check_consistency(exp, where)
+    return exp
+
+
+def load_experiment(name: str, overrides: list[str] | None = None) -> Experiment:
+    path = paths.experiment_file(name)
+    if not path.is_file():
+        names = available_experiments()
+        hint = _closest(name, names).replace("valid keys", "available experiments") if names else ""
+        raise ConfigError(f"no experiment '{name}' in {path.parent}{hint}")
+    data = _read_yaml(path)
+    defaults = cluster_defaults_file()
+    if defaults.is_file():
+        cluster = _read_yaml(defaults)
+        unknown = set(cluster) - {"slurm"}
+        if unknown:
+            raise ConfigError(f"{defaults}: only a 'slurm' section is allowed, found {sorted(unknown)}")
+        data = _merge({"slurm": cluster.get("slurm") or {}}, data)
+    where = str(path)
+    if overrides:
+        data = _merge(data, parse_overrides(overrides))
+        where = f"{path} (with overrides {' '.join(overrides)})"
+    return build_experiment(name, data, where)
+
+
+def experiment_from_json(text: str) -> Experiment:
+    """Rebuild an Experiment from :meth:`Experiment.to_json` (as stored in checkpoint metadata)."""
+    raw = json.loads(text)
+    name = raw.pop("name")
+    return build_experiment(name, raw, f"stored config of {name}")

@@ -1,0 +1,19 @@
+"""User-facing errors. The CLI prints ``error: <message>`` for these and exits non-zero, without a traceback."""
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad config, missing data, ...): shown as one line, no traceback."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """An experiment file or override is invalid."""
+
+
+class DatasetMissing(UserError):
+    """The dataset is not on disk; the message says how to get it."""
+
+
+class CheckpointMismatch(UserError):
+    """A checkpoint belongs to a different experiment configuration."""

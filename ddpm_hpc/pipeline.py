@@ -1,0 +1,67 @@
+"""What a training or sampling job does, with or without SLURM: the same functions serve ``make local``,
+``make demo`` and the submitit jobs in ``jobs/``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from . import paths
+from .config import Experiment
+from .distributed import DistContext
+from .figures import forward_process_figure, loss_plot
+from .logging_utils import log
+from .sampling import sample_experiment
+from .trainer import Run, TrainOutcome, train
+
+
+def refresh_loss_plot(exp: Experiment) -> Path | None:
+    out = paths.experiment_dir(exp.name)
+    return loss_plot(out / "metrics.jsonl", out / "loss.png", title=exp.name)
+
+
+def write_forward_figure(run: Run) -> Path:
+    """The practical's section-3 figure for the current weights (EMA when present)."""
+    n = 10
+    idx = run.sampler.indices(0)[:n].to(run.dataset.images.device)
+    labels = run.dataset.labels[idx].to(run.device) if run.exp.model.conditioning != "none" else None
+    model = run.ema.model if run.ema else run.model
+    path = paths.experiment_dir(run.exp.name) / "forward_process.png"
+    return forward_process_figure(model, run.objective, run.dataset.images[idx], labels, path)
+
+
+def preview_grid(run: Run) -> None:
+    """``sample.every``: a small grid with the cheap sampler settings, to watch progress in the report."""
+    from .sampling import grid_labels, sample_images, sample_tag, write_samples
+
+    cheap = {"sampler": "ddim", "steps": min(50, run.exp.diffusion.T), "eta": 0.0} \
+        if run.exp.diffusion.objective == "ddpm" else {"sampler": "euler", "steps": 20}
+    exp = run.exp.replace(sample=dataclasses.replace(run.exp.sample, per_class=2, n=16, **cheap))
+    model = run.ema.model if run.ema else run.model
+    was_training = model.training
+    model.eval()
+    labels, n, nrow = grid_labels(exp, exp, run.device)
+    result = sample_images(exp, model, exp, run.device, labels, n)
+    model.train(was_training)
+    tag = "preview-" + sample_tag(run.step, exp, labels is not None)
+    info = {"experiment": exp.name, "step": run.step, "sampler": exp.sample.sampler, "steps": exp.sample_steps,
+            "nfe_per_image": result.nfe, "seed": exp.sample.seed, "preview": True}
+    write_samples(paths.experiment_dir(exp.name) / "samples", tag, result, info, nrow)
+
+
+def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log) -> TrainOutcome:
+    holder: dict = {}
+
+    def on_checkpoint(run: Run, _path: Path) -> None:
+        holder["run"] = run
+        refresh_loss_plot(exp)
+
+    outcome = train(exp, ctx, log_fn, on_checkpoint=on_checkpoint, every_steps=preview_grid)
+    if ctx.is_main and outcome.status == "finished" and "run" in holder:
+        log_fn(f"wrote {write_forward_figure(holder['run'])}")
+        log_fn(f"wrote {refresh_loss_plot(exp)}")
+    return outcome
+
+
+def run_sampling(exp: Experiment, log_fn=log) -> Path:
+    return sample_experiment(exp, log_fn)

@@ -1,0 +1,169 @@
+"""The sampling job's core: checkpoint -> model (EMA weights when present) -> sampler -> grid files.
+
+Writes into ``experiments/<exp>/samples/``: ``<tag>.png`` (one row per class for conditional models, a square grid
+otherwise), ``<tag>.safetensors`` (raw uint8 ``images`` and int64 ``labels``) and ``<tag>.json`` (what produced it).
+``<tag>`` names the step, sampler, network evaluations, guidance and seed, so other settings never overwrite it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save as save_bytes
+
+from . import checkpoint, paths, state
+from .checkpoint import Checkpoint, CorruptCheckpoint
+from .config import Experiment, experiment_from_json
+from .data import DATASETS
+from .distributed import DistContext
+from .errors import UserError
+from .images import display, save_grid
+from .logging_utils import Progress, log
+from .models import build_model
+from .samplers import SAMPLERS, guided, network_evaluations
+from .schedules import make_schedule
+from .trainer import resolve_device
+
+NUM_CLASSES = {name: 10 for name in DATASETS}
+
+
+@dataclass
+class Sampled:
+    images: torch.Tensor  # uint8 N x C x H x W
+    labels: torch.Tensor | None
+    trajectory: list[torch.Tensor]  # uint8 snapshots x_T ... x_0 of the first few samples
+    nfe: int
+    seconds: float
+
+
+def find_checkpoint(name: str, which: str = "latest") -> Checkpoint:
+    """``latest``, a step number, or a path to a ``.safetensors`` file."""
+    folder = paths.checkpoint_dir(name)
+    if which not in ("latest", "") and not which.isdigit():
+        path = Path(which).expanduser()
+        if not path.is_file():
+            raise UserError(f"sample.checkpoint={which}: no such file")
+        try:
+            return checkpoint.read_checkpoint(path)
+        except CorruptCheckpoint as exc:
+            raise UserError(f"cannot use checkpoint {exc}") from None
+    if which.isdigit():
+        recorded = {h["file"]: h.get("sha256") for h in checkpoint.read_pointer(folder).get("history", [])}
+        path = folder / checkpoint.checkpoint_name(int(which))
+        if not path.is_file():
+            have = sorted(p.name for p in folder.glob("step-*.safetensors"))
+            raise UserError(f"no checkpoint for step {which} in {folder}; available: {', '.join(have) or 'none'}")
+        try:
+            return checkpoint.read_checkpoint(path, recorded.get(path.name))
+        except CorruptCheckpoint as exc:
+            raise UserError(f"cannot use checkpoint {exc}") from None
+    ckpt = checkpoint.load_latest(folder, warn=log)
+    if ckpt is None:
+        raise UserError(f"no checkpoint of '{name}' in {folder}; train it first (make local EXP={name} "
+                        f"or make submit EXP={name})")
+    return ckpt
+
+
+def load_model(ckpt: Checkpoint, device: torch.device, prefer_ema: bool = True):
+    """Rebuild the network from the config stored in the checkpoint and load its (EMA) weights."""
+    trained = experiment_from_json(ckpt.metadata["config"])
+    model = build_model(trained.model, NUM_CLASSES[trained.data.dataset])
+    use_ema = prefer_ema and any(k.startswith("ema.") for k in ckpt.tensors)
+    prefix = "ema" if use_ema else "model"
+    try:
+        state.check_shapes(ckpt, prefix, model)
+    except CorruptCheckpoint as exc:
+        raise UserError(f"cannot use checkpoint {exc}") from None
+    state.load_module(model, prefix, ckpt.tensors)
+    return trained, model.to(device).eval(), prefix
+
+
+def sample_images(trained: Experiment, model, exp: Experiment, device: torch.device, labels: torch.Tensor | None,
+                  n: int, keep: int = 0) -> Sampled:
+    """Draw n images with the sampler settings of ``exp.sample``; the noise comes from ``sample.seed``."""
+    s = exp.sample
+    steps = exp.sample_steps
+    d = trained.diffusion
+    schedule = make_schedule(d.schedule, d.T, d.beta1, d.beta2).to(device)
+    generator = torch.Generator(device=device).manual_seed(s.seed)
+    noise = torch.randn((n, 3, 32, 32), generator=generator, device=device)
+    out, trajectory = [], []
+    t0 = time.monotonic()
+    batches = range(0, n, s.batch_size)
+    progress = Progress(len(batches) * steps, f"sampling {s.sampler}")
+    with torch.inference_mode():
+        for b, start in enumerate(batches):
+            x = noise[start:start + s.batch_size]
+            y = labels[start:start + s.batch_size] if labels is not None else None
+            fn = guided(model, y, s.guidance, NUM_CLASSES[trained.data.dataset])
+            x0, traj = SAMPLERS[s.sampler](
+                fn, x, schedule, steps=steps, eta=s.eta, generator=generator, keep=keep if b == 0 else 0,
+                progress=lambda i, total, b=b: progress(b * total + i))
+            out.append(display(x0))
+            if traj:
+                trajectory = [display(t[:min(8, len(t))]) for t in traj]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    nfe = network_evaluations(s.sampler, steps, s.guidance if labels is not None else 1.0)
+    return Sampled(torch.cat(out), labels.cpu() if labels is not None else None, trajectory, nfe,
+                   time.monotonic() - t0)
+
+
+def grid_labels(trained: Experiment, exp: Experiment, device) -> tuple[torch.Tensor | None, int, int]:
+    """Labels for the grid (rows of classes: 0..9 repeated per_class times in columns), count and row width."""
+    if trained.model.conditioning == "none":
+        n = exp.sample.n
+        return None, n, max(1, round(math.sqrt(n)))
+    k, per = NUM_CLASSES[trained.data.dataset], exp.sample.per_class
+    labels = torch.arange(k, device=device).repeat_interleave(per)  # works for any count, unlike arange(n)
+    return labels, k * per, per
+
+
+def sample_tag(step: int, exp: Experiment, conditional: bool) -> str:
+    s = exp.sample
+    tag = f"step{step:07d}-{s.sampler}{exp.sample_steps}"
+    if s.sampler == "ddim" and s.eta:
+        tag += f"-eta{s.eta:g}"
+    if conditional and s.guidance != 1.0:
+        tag += f"-w{s.guidance:g}"
+    return f"{tag}-seed{s.seed}"
+
+
+def write_samples(folder: Path, tag: str, result: Sampled, info: dict, nrow: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    png = save_grid(result.images, folder / f"{tag}.png", nrow=nrow)
+    tensors = {"images": result.images.contiguous()}
+    if result.labels is not None:
+        tensors["labels"] = result.labels.to(torch.int64).contiguous()
+    checkpoint.atomic_write(folder / f"{tag}.safetensors", save_bytes(tensors, metadata={"tag": tag}))
+    if result.trajectory:
+        strip = torch.stack(result.trajectory, dim=1).flatten(0, 1)  # rows: samples, columns: x_T ... x_0
+        save_grid(strip, folder / f"{tag}-trajectory.png", nrow=len(result.trajectory))
+        info["trajectory"] = f"{tag}-trajectory.png"
+    checkpoint.atomic_write(folder / f"{tag}.json", (json.dumps(info, indent=1) + "\n").encode())
+    return png
+
+
+def sample_experiment(exp: Experiment, log_fn=log, out_folder: Path | None = None) -> Path:
+    """Sample ``exp``'s checkpoint (``sample.checkpoint``) and write the grid files; returns the PNG path."""
+    device = resolve_device(exp.train.device, DistContext())
+    ckpt = find_checkpoint(exp.name, exp.sample.checkpoint)
+    trained, model, weights = load_model(ckpt, device)
+    labels, n, nrow = grid_labels(trained, exp, device)
+    tag = sample_tag(ckpt.step, exp, labels is not None)
+    log_fn(f"sampling {exp.name} step {ckpt.step} ({weights} weights) with {exp.sample.sampler}, "
+           f"{exp.sample_steps} steps, {n} images on {device}")
+    result = sample_images(trained, model, exp, device, labels, n, keep=8 if exp.sample.trajectory else 0)
+    info = {"experiment": exp.name, "checkpoint": str(ckpt.path), "checkpoint_sha256": ckpt.sha256,
+            "step": ckpt.step, "weights": weights, "sampler": exp.sample.sampler, "steps": exp.sample_steps,
+            "eta": exp.sample.eta, "guidance": exp.sample.guidance if labels is not None else 1.0,
+            "nfe_per_image": result.nfe, "seed": exp.sample.seed, "images": n, "wall_seconds": round(result.seconds, 3),
+            "device": str(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    png = write_samples(out_folder or paths.experiment_dir(exp.name) / "samples", tag, result, info, nrow)
+    log_fn(f"wrote {png} ({result.seconds:.1f} s, {result.nfe} network evaluations per image)")
+    return png

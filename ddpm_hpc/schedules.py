@@ -1,0 +1,74 @@
+"""Noise schedules of the DDPM forward process (Ho et al. 2020), precomputed once.
+
+Arrays have length T+1 and are indexed by t = 1..T, as in the practical. Index 0 stands for clean data
+(alpha_bar_0 = 1). The practical's text writes alpha_t where Ho et al. mean alpha-bar_t and folds beta at index 0
+into its cumulative product; here alpha_bar_t = prod_{s=1..t} alpha_s exactly as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    betas: torch.Tensor  # beta_t, t = 0..T (beta_0 is never used as a step)
+    alphas: torch.Tensor  # alpha_t = 1 - beta_t
+    alpha_bars: torch.Tensor  # prod_{s=1..t} alpha_s, alpha_bar_0 = 1
+
+    @property
+    def T(self) -> int:
+        return len(self.betas) - 1
+
+    # Coefficients of q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)
+    @property
+    def sqrt_alpha_bars(self) -> torch.Tensor:
+        return self.alpha_bars.sqrt()
+
+    @property
+    def sqrt_one_minus_alpha_bars(self) -> torch.Tensor:
+        return (1 - self.alpha_bars).sqrt()
+
+    # Algorithm 2: x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) + sigma_t z
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """sigma_t^2 = beta_t (Ho et al.'s first choice, as the practical uses)."""
+        return self.betas.sqrt()
+
+    def to(self, device) -> "NoiseSchedule":
+        return NoiseSchedule(self.betas.to(device), self.alphas.to(device), self.alpha_bars.to(device))
+
+
+def _from_betas(betas: torch.Tensor) -> NoiseSchedule:
+    alphas = 1 - betas
+    alpha_bars = torch.ones_like(betas)
+    # Accumulate in float64: T=1000 products in float32 drift in the last digits.
+    alpha_bars[1:] = torch.cumprod(alphas[1:].double(), dim=0).float()
+    return NoiseSchedule(betas=betas, alphas=alphas, alpha_bars=alpha_bars)
+
+
+def linear_schedule(T: int = 400, beta1: float = 1e-4, beta2: float = 0.02) -> NoiseSchedule:
+    """The practical's schedule: beta_t = beta1 + (beta2 - beta1) t / T for t = 0..T."""
+    t = torch.arange(0, T + 1, dtype=torch.float64)
+    return _from_betas((beta1 + (beta2 - beta1) * t / T).float())
+
+
+def cosine_schedule(T: int = 400, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
+    """Nichol & Dhariwal (2021): alpha_bar(t) = f(t)/f(0), f(t) = cos^2((t/T + s)/(1 + s) * pi/2), betas clipped."""
+    t = torch.arange(0, T + 1, dtype=torch.float64)
+    f = torch.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bar = f / f[0]
+    betas = torch.zeros(T + 1, dtype=torch.float64)
+    betas[1:] = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
+    return _from_betas(betas.float())
+
+
+def make_schedule(kind: str, T: int, beta1: float, beta2: float) -> NoiseSchedule:
+    if kind == "linear":
+        return linear_schedule(T, beta1, beta2)
+    if kind == "cosine":
+        return cosine_schedule(T)
+    raise ValueError(f"unknown schedule {kind!r}")

@@ -1,0 +1,308 @@
+"""The training loop: YAML experiment in, checkpoints and metrics out. Plain code, top to bottom.
+
+Resuming is automatic: a run starts from the newest valid checkpoint of its experiment. The batch and the noise of
+step s are pure functions of (seed, s), so a resumed run continues exactly as if it had never stopped. SIGUSR2,
+SIGTERM and SIGINT only set a flag; the loop saves at the next step boundary and returns ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import __version__, checkpoint, paths, state
+from .config import Experiment, experiment_from_json
+from .data import BatchSampler, load_dataset, to_model_range
+from .distributed import DistContext
+from .ema import EMA
+from .errors import CheckpointMismatch
+from .logging_utils import Progress, format_seconds, interactive, log
+from .models import build_model
+from .objectives import Share, drop_labels, make_objective
+from .schedules import make_schedule
+
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
+# Parts of the config that define what is being trained: a checkpoint made under other values is refused.
+IDENTITY = {"model": None, "diffusion": None, "data": ("dataset", "seed", "batch_size"), "train": ("seed",)}
+
+
+@dataclass
+class TrainOutcome:
+    status: str  # "finished" | "interrupted"
+    step: int
+    signal: str | None = None
+    checkpoint: Path | None = None
+
+
+class StopFlag:
+    """Signal handlers that only record the signal; the loop acts on it at a step boundary."""
+
+    def __init__(self, signals=STOP_SIGNALS):
+        self.signals, self.received, self._previous = signals, None, {}
+
+    def __enter__(self):
+        for sig in self.signals:
+            with contextlib.suppress(ValueError):  # not in the main thread: no handlers, no flag
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def resolve_device(name: str, ctx: DistContext) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{ctx.local_rank}"
+    return torch.device(name)
+
+
+def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """The generator for step s: reseeded from (seed, step) so no RNG state has to survive a restart."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step + 1)
+
+
+def identity_of(exp: Experiment) -> dict:
+    full = exp.to_dict()
+    return {sec: full[sec] if keys is None else {k: full[sec][k] for k in keys} for sec, keys in IDENTITY.items()}
+
+
+def _json_lists(value):
+    return json.loads(json.dumps(value))
+
+
+def check_same_experiment(exp: Experiment, ckpt: checkpoint.Checkpoint) -> None:
+    stored = experiment_from_json(ckpt.metadata["config"])
+    ours, theirs = _json_lists(identity_of(exp)), _json_lists(identity_of(stored))
+    for section, values in ours.items():
+        for key, value in values.items():
+            if theirs[section][key] != value:
+                raise CheckpointMismatch(
+                    f"{ckpt.path} was trained with {section}.{key}={theirs[section][key]!r}, but {exp.name} now "
+                    f"says {value!r}; set train.restart=true to start over (the old checkpoints are kept aside)")
+
+
+def archive_previous_run(exp: Experiment) -> None:
+    """train.restart=true: move old checkpoints and metrics aside rather than deleting anything."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in (paths.checkpoint_dir(exp.name),):
+        if folder.is_dir() and any(folder.iterdir()):
+            folder.rename(folder.with_name(f"{folder.name}.old-{stamp}"))
+    metrics = paths.experiment_dir(exp.name) / "metrics.jsonl"
+    if metrics.is_file():
+        metrics.rename(metrics.with_name(f"metrics.old-{stamp}.jsonl"))
+
+
+def truncate_metrics(metrics: Path, step: int) -> None:
+    """Drop lines logged after the checkpoint we resume from (they will be logged again, identically)."""
+    if not metrics.is_file():
+        return
+    lines = [ln for ln in metrics.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    checkpoint.atomic_write(metrics, "".join(ln + "\n" for ln in lines).encode())
+
+
+class Run:
+    """Everything a training run holds; built from an Experiment, saved to and restored from flat tensors."""
+
+    def __init__(self, exp: Experiment, ctx: DistContext = DistContext(), log_fn=log):
+        self.exp, self.ctx, self.log = exp, ctx, log_fn
+        self.device = resolve_device(exp.train.device, ctx)
+        root = Path(exp.data.root).expanduser() if exp.data.root else None
+        self.dataset = load_dataset(exp.data.dataset, root)
+        if exp.data.on_device:
+            self.dataset = self.dataset.to(self.device)
+        self.sampler = BatchSampler(len(self.dataset.labels), exp.data.batch_size, exp.data.seed)
+        d = exp.diffusion
+        self.schedule = make_schedule(d.schedule, d.T, d.beta1, d.beta2).to(self.device)
+        self.objective = make_objective(d.objective, self.schedule)
+        torch.manual_seed(exp.train.seed)
+        self.model = build_model(exp.model, self.dataset.num_classes, tuple(self.dataset.images.shape[1:]))
+        if ctx.enabled and exp.train.sync_batchnorm:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model.to(self.device)
+        if exp.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=exp.train.lr,
+                                          foreach=self.device.type == "cuda" or None)
+        self.ema = EMA(self.model, exp.train.ema_decay) if exp.train.ema_decay > 0 else None
+        self.step = 0
+        self.loss_smooth = torch.zeros((), device=self.device)
+        self.wall_seconds = 0.0  # training time summed over all (re)starts
+
+    # -- checkpoint state ---------------------------------------------------------------------------------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        tensors = state.module_tensors("model", self.model)
+        if self.ema:
+            tensors.update(state.module_tensors("ema", self.ema.model))
+        optim, self._param_groups = state.optimizer_tensors(self.optimizer)
+        tensors.update(optim)
+        tensors.update(state.rng_tensors())
+        tensors["train.loss_smooth"] = self.loss_smooth.detach().float().reshape(())
+        tensors["data.next_step"] = torch.tensor(self.step, dtype=torch.int64)  # the batch the run continues with
+        return tensors
+
+    def metadata(self) -> dict[str, str]:
+        return {"format": "ddpm-hpc/1", "step": str(self.step), "config": self.exp.to_json(),
+                "experiment": self.exp.name, "optim.param_groups": self._param_groups,
+                "ema.updates": str(self.ema.updates if self.ema else 0), "wall_seconds": f"{self.wall_seconds:.3f}",
+                "world_size": str(self.ctx.world_size), "versions": json.dumps(
+                    {"ddpm_hpc": __version__, "torch": torch.__version__})}
+
+    def validate(self, ckpt: checkpoint.Checkpoint) -> None:
+        if ckpt.metadata.get("format") != "ddpm-hpc/1" or "config" not in ckpt.metadata:
+            raise checkpoint.CorruptCheckpoint(f"{ckpt.path.name}: not a ddpm-hpc training checkpoint")
+        check_same_experiment(self.exp, ckpt)  # a different experiment is refused outright, not skipped
+        state.check_shapes(ckpt, "model", self.model)
+        if self.ema:
+            state.check_shapes(ckpt, "ema", self.ema.model)
+
+    def restore(self, ckpt: checkpoint.Checkpoint) -> None:
+        t = {k: v.to(self.device) if not k.startswith("rng.") else v for k, v in ckpt.tensors.items()}
+        state.load_module(self.model, "model", t)
+        if self.ema:
+            if any(k.startswith("ema.") for k in t):
+                state.load_module(self.ema.model, "ema", t)
+                self.ema.updates = int(ckpt.metadata.get("ema.updates", 0))
+            else:  # EMA switched on mid-run: start it from the current weights
+                self.ema.model.load_state_dict(self.model.state_dict())
+        state.load_optimizer(self.optimizer, t, ckpt.metadata["optim.param_groups"])
+        state.restore_rng(ckpt.tensors)
+        self.loss_smooth = t["train.loss_smooth"].clone()
+        self.step = int(ckpt.tensors["data.next_step"])
+        self.wall_seconds = float(ckpt.metadata.get("wall_seconds", 0))
+
+    def save(self) -> Path:
+        folder = paths.checkpoint_dir(self.exp.name)
+        tensors = self.tensors()
+        return checkpoint.save_checkpoint(folder, self.step, tensors, self.metadata(), self.exp.train.keep_checkpoints)
+
+    # -- one optimisation step ----------------------------------------------------------------------------------
+    def train_step(self) -> torch.Tensor:
+        exp, ctx = self.exp, self.ctx
+        gen = step_generator(exp.train.seed, self.step, self.device)
+        idx = self.sampler.indices(self.step, ctx.rank, ctx.world_size).to(self.dataset.images.device)
+        x0 = to_model_range(self.dataset.images[idx].to(self.device, non_blocking=True))
+        if exp.train.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        labels = None
+        local = exp.data.batch_size // ctx.world_size
+        share = Share(ctx.rank * local, local, exp.data.batch_size)
+        if exp.model.conditioning != "none":
+            labels = self.dataset.labels[idx].to(self.device, non_blocking=True)
+            labels = drop_labels(labels, self.dataset.num_classes, exp.train.label_dropout, share, gen)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=exp.train.precision == "bf16")
+        with autocast:
+            loss = self.objective(self.model, x0, labels, gen, share)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if exp.train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), exp.train.grad_clip)
+        self.optimizer.step()
+        if self.ema:
+            self.ema.update(self.model)
+        self.step += 1
+        return loss.detach()
+
+
+def _seed_first_loss(run: Run, loss: torch.Tensor) -> None:
+    # The practical starts its smoothed loss at the first value; keep it on the device (no host sync).
+    if run.step == 1:
+        run.loss_smooth = loss.float().clone()
+
+
+def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[str], None] = log,
+          on_checkpoint: Callable[[Run, Path], None] | None = None,
+          every_steps: Callable[[Run], None] | None = None) -> TrainOutcome:
+    """Train ``exp`` to ``train.steps``, resuming from its latest valid checkpoint. ``on_checkpoint`` runs after each
+    save (e.g. to refresh the loss plot); ``every_steps`` runs every ``sample.every`` steps (preview grids)."""
+    say = log_fn if ctx.is_main else (lambda *_: None)
+    if exp.train.restart and ctx.is_main:
+        archive_previous_run(exp)
+    ctx.barrier()
+    run = Run(exp, ctx, say)
+    out_dir = paths.experiment_dir(exp.name)
+    metrics = out_dir / "metrics.jsonl"
+    if not exp.train.restart:
+        ckpt = checkpoint.load_latest(paths.checkpoint_dir(exp.name), run.validate, warn=say)
+        if ckpt is not None:
+            run.restore(ckpt)
+            say(f"resuming {exp.name} from {ckpt.path} (step {run.step}/{exp.train.steps})")
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        truncate_metrics(metrics, run.step)
+        (out_dir / "config.json").write_text(json.dumps(exp.to_dict(), indent=1) + "\n")
+    if run.step == 0:
+        n = sum(p.numel() for p in run.model.parameters())
+        say(f"training {exp.name}: {exp.model.arch} ({n / 1e6:.2f}M parameters), {exp.diffusion.objective}, "
+            f"{exp.data.dataset} ({len(run.dataset.labels)} images), batch {exp.data.batch_size}, "
+            f"{exp.train.steps} steps on {run.device}")
+
+    t_start, last_save = time.monotonic(), time.monotonic()
+    window_start, window_step = time.monotonic(), run.step
+    loss_sum = torch.zeros((), device=run.device)
+    progress = Progress(exp.train.steps, exp.name, start=run.step) if ctx.is_main else None
+    saved: Path | None = None
+    with StopFlag() as stop:
+        run.model.train()
+        while run.step < exp.train.steps:
+            loss = run.train_step()
+            loss_sum += loss.float()
+            _seed_first_loss(run, loss)
+            run.loss_smooth += 0.01 * (loss.float() - run.loss_smooth)
+            step = run.step
+            if step % exp.train.log_every == 0 or step == exp.train.steps:
+                now = time.monotonic()
+                mean = (loss_sum / (step - window_step)).item()  # the only host sync: once per log line
+                smooth = run.loss_smooth.item()
+                rate = (step - window_step) * exp.data.batch_size / max(now - window_start, 1e-9)
+                record = {"step": step, "loss": mean, "loss_smooth": smooth, "img_per_s": rate,
+                          "wall_seconds": run.wall_seconds + now - t_start}
+                if ctx.is_main:
+                    with open(metrics, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    if not interactive():
+                        say(f"step {step:7d}/{exp.train.steps}  loss {smooth:.4f}  {rate:.0f} img/s")
+                loss_sum.zero_()
+                window_start, window_step = now, step
+            if progress:
+                progress(step)
+            if every_steps and exp.sample.every and step % exp.sample.every == 0 and ctx.is_main:
+                every_steps(run)
+            stopping = ctx.any(stop.received is not None, run.device)
+            due = (step % exp.train.checkpoint_every == 0 or step == exp.train.steps or stopping or
+                   (exp.train.checkpoint_minutes > 0 and time.monotonic() - last_save > 60 * exp.train.checkpoint_minutes))
+            if due:
+                run.wall_seconds += time.monotonic() - t_start
+                t_start = time.monotonic()
+                if ctx.is_main:
+                    saved = run.save()
+                    if on_checkpoint:
+                        on_checkpoint(run, saved)
+                ctx.barrier()
+                last_save = time.monotonic()
+            if stopping:
+                if progress:
+                    progress.close()
+                say(f"{stop.received or 'stop'} received: saved step {step} to {saved}; run the same command "
+                    f"again to continue")
+                return TrainOutcome("interrupted", step, stop.received or "peer", saved)
+    if progress and run.step == exp.train.steps and not progress.enabled:
+        pass
+    say(f"finished {exp.name} at step {run.step} ({format_seconds(run.wall_seconds)} of training)")
+    if saved is None and ctx.is_main:  # already complete when started: nothing new to save
+        saved = checkpoint.load_latest(paths.checkpoint_dir(exp.name), warn=say).path
+    return TrainOutcome("finished", run.step, None, saved)

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from fixtures import write_cifar10, write_mnist
+
+from ddpm_hpc.data import BatchSampler, ImageDataset, load_dataset, to_model_range, to_uint8
+from ddpm_hpc.errors import ConfigError, DatasetMissing
+
+
+def check_layout(ds: ImageDataset, n: int) -> None:
+    assert ds.images.shape == (n, 3, 32, 32) and ds.images.dtype == torch.uint8 and ds.images.is_contiguous()
+    assert ds.labels.shape == (n,) and ds.labels.dtype == torch.int64
+    assert ds.num_classes == 10
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_mnist_round_trip(tmp_path, train):
+    written = write_mnist(tmp_path, n_train=30, n_test=12)["train" if train else "test"]
+    ds = load_dataset("mnist", tmp_path, train=train)
+    check_layout(ds, len(written[1]))
+    assert ds.name == "mnist"
+    assert torch.equal(ds.labels, torch.from_numpy(written[1]))
+    raw = torch.from_numpy(written[0])
+    # the same 28 -> 32 resize as the practical's transforms.Resize(32), on every channel
+    expected = TF.resize(raw[:, None], [32, 32], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    assert torch.equal(ds.images, expected.expand(-1, 3, -1, -1))
+
+
+def test_mnist_from_env_root(mnist_root):
+    assert len(load_dataset("mnist").labels) == 200  # root defaults to DDPM_HPC_DATA
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_cifar10_round_trip(tmp_path, train):
+    written = write_cifar10(tmp_path, n_per_batch=8, n_test=6)["train" if train else "test"]
+    ds = load_dataset("cifar10", tmp_path, train=train)
+    check_layout(ds, 40 if train else 6)
+    assert torch.equal(ds.images, torch.from_numpy(written[0]))
+    assert torch.equal(ds.labels, torch.from_numpy(written[1]))
+
+
+def test_cifar10_layout_matches_torchvision(tmp_path, monkeypatch):
+    """Our reader sees the same pixels as torchvision's CIFAR10 once its MD5 check (original files only) is off."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    write_cifar10(tmp_path, n_per_batch=4)
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+    tv = tv_cifar.CIFAR10(tmp_path, train=True)
+    ds = load_dataset("cifar10", tmp_path)
+    assert torch.equal(ds.images.permute(0, 2, 3, 1), torch.from_numpy(tv.data))
+    assert ds.labels.tolist() == tv.targets
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("cifar10", "cifar-10-batches-py")])
+def test_missing_dataset(tmp_path, name, folder):
+    with pytest.raises(DatasetMissing) as err:
+        load_dataset(name, tmp_path / "nowhere")
+    message = str(err.value)
+    assert "\n" not in message and "make data" in message and name in message and folder in message
+
+
+def test_partial_cifar10_is_missing(tmp_path):
+    write_cifar10(tmp_path, n_per_batch=2)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(DatasetMissing, match="make data"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_unknown_dataset():
+    with pytest.raises(ConfigError, match="mnist, cifar10, digits"):
+        load_dataset("imagenet")
+
+
+def test_digits():
+    ds = load_dataset("digits")
+    check_layout(ds, 1797)
+    assert set(ds.labels.tolist()) == set(range(10))
+    assert ds.images.max() == 255 and ds.images[:, :, :4].max() == 0  # full range; MNIST-like empty margin
+    assert torch.equal(ds.images[:, 0], ds.images[:, 2])
+    assert len(load_dataset("digits", train=False).labels) == 1797  # no test split: the same set
+    moved = ds.to("cpu")
+    assert isinstance(moved, ImageDataset) and moved.name == "digits"
+
+
+def test_model_range_round_trip():
+    x = torch.arange(256, dtype=torch.uint8)
+    y = to_model_range(x)
+    assert y.dtype == torch.float32 and y.min() == -1 and y.max() == 1
+    assert torch.equal(to_uint8(y), x)
+    assert to_uint8(torch.tensor([-3.0, 3.0])).tolist() == [0, 255]  # clamped
+
+
+def test_sampler_deterministic_and_epoch_coverage():
+    a, b = BatchSampler(10, 5, seed=3), BatchSampler(10, 5, seed=3)
+    for step in range(6):
+        assert torch.equal(a.indices(step), b.indices(step))
+    # two steps make one epoch: every item exactly once, and epochs are shuffled differently
+    epochs = [torch.cat([a.indices(2 * e), a.indices(2 * e + 1)]) for e in range(3)]
+    for epoch in epochs:
+        assert sorted(epoch.tolist()) == list(range(10))
+    assert not torch.equal(epochs[0], epochs[1])
+    assert not torch.equal(a.indices(0), BatchSampler(10, 5, seed=4).indices(0))
+
+
+def test_sampler_straddles_epochs():
+    s = BatchSampler(10, 4, seed=0)
+    perm = lambda e: torch.randperm(10, generator=torch.Generator().manual_seed(0 * 1_000_003 + e))  # noqa: E731
+    stream = torch.cat([perm(0), perm(1), perm(2)])
+    for step in range(7):  # step 2 takes positions 8..11: the end of epoch 0 and the start of epoch 1
+        assert torch.equal(s.indices(step), stream[4 * step : 4 * step + 4])
+    assert s.indices(0).dtype == torch.int64 and s.indices(0).device.type == "cpu"
+
+
+def test_sampler_larger_batch_than_dataset():
+    batch = BatchSampler(3, 8, seed=1).indices(0)
+    assert len(batch) == 8 and sorted(batch[:3].tolist()) == [0, 1, 2]
+
+
+def test_sampler_resumption():
+    old = BatchSampler(50, 16, seed=7)
+    seen = [old.indices(s) for s in range(20)]
+    new = BatchSampler(50, 16, seed=7)  # a restarted run, resuming at step 13
+    for s in range(13, 20):
+        assert torch.equal(new.indices(s), seen[s])
+
+
+def test_sampler_rank_shares():
+    s = BatchSampler(37, 8, seed=2)
+    for step in range(10):
+        shares = [s.indices(step, rank=r, world_size=2) for r in range(2)]
+        assert all(len(x) == 4 for x in shares)
+        assert torch.equal(torch.cat(shares), s.indices(step))
+        quarters = [s.indices(step, rank=r, world_size=4) for r in range(4)]
+        assert torch.equal(torch.cat(quarters), s.indices(step))
+
+
+def test_sampler_bad_world_size():
+    s = BatchSampler(100, 10, seed=0)
+    with pytest.raises(ValueError, match="not divisible by world size 3"):
+        s.indices(0, rank=0, world_size=3)
+    with pytest.raises(ValueError):
+        s.indices(0, rank=2, world_size=2)
+
+
+def test_fixture_classes_are_distinct(tmp_path):
+    """The synthetic MNIST is learnable: class means differ far more than the noise within a class."""
+    images, labels = write_mnist(tmp_path, n_train=300, n_test=1)["train"]
+    means = np.stack([images[labels == c].astype(np.float32).mean(0) for c in range(10)])
+    nearest = ((images[:, None].astype(np.float32) - means[None]) ** 2).sum((2, 3)).argmin(1)
+    assert (nearest == labels).mean() > 0.9
