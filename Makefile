@@ -50,3 +50,49 @@ list:
 
 data:
 	$(CLI) data
+
+# SLURM (docs/slurm.md): make submit EXP=<name> [SET="k=v ..."] [FORCE=1]   make status [EXP=name]
+#   make logs EXP=<name>   make cancel EXP=<name>   make sample EXP=<name> [SET=...] (a sampling job alone)
+#   make test-slurm        the SLURM suite on a throwaway local cluster (tests/slurm/cluster.sh; needs root)
+.PHONY: submit status logs cancel sample test-slurm
+submit:
+	@test -n "$(EXP)" || { echo "usage: make submit EXP=<name> [SET=\"key=value ...\"] [FORCE=1]; see: make list"; exit 2; }
+	$(CLI) submit $(EXP) $(SET) $(if $(FORCE),--force)
+
+status:
+	@$(CLI) status $(EXP)
+
+logs:
+	@test -n "$(EXP)" || { echo "usage: make logs EXP=<name>"; exit 2; }
+	@$(CLI) logs $(EXP)
+
+cancel:
+	@test -n "$(EXP)" || { echo "usage: make cancel EXP=<name>"; exit 2; }
+	$(CLI) cancel $(EXP)
+
+sample:
+	@test -n "$(EXP)" || { echo "usage: make sample EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"]"; exit 2; }
+	$(CLI) submit-sample $(EXP) $(SET)
+
+test-slurm:
+	bash tests/slurm/cluster.sh up
+	$(PY) -m pytest -q -m slurm tests/slurm; rc=$$?; bash tests/slurm/cluster.sh down; exit $$rc
+
+# Results (docs/results.md): make report [EXP=name]   make pull EXP=<name>|all [CKPT=1]  (REMOTE in .env)
+.PHONY: pull report
+pull:
+	@bash scripts/pull.sh "$(EXP)" "$(CKPT)"
+
+report:
+	$(CLI) report $(or $(EXP),all)
+
+# Sample quality (ddpm_hpc/metrics): make eval EXP=<name> [SET="sample.sampler=ddim sample.steps=50"] [ARGS="--n 1000"]
+#   -> experiments/<name>/eval/<tag>.json     make fid-weights   fetch the FID Inception weights (login node: internet)
+.PHONY: eval fid-weights
+eval:
+	@test -n "$(EXP)" || { echo "usage: make eval EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"]"; exit 2; }
+	$(CLI) eval $(EXP) $(SET) $(ARGS)
+
+fid-weights:
+	$(PY) -m pip install -e '.[fid]'
+	$(PY) -m ddpm_hpc.metrics.fid fetch

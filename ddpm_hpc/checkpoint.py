@@ -6,11 +6,15 @@ Layout of ``checkpoints/<exp>/``::
     latest.json                  {"file", "step", "sha256", "history": [{file, step, sha256}, ...]}
 
 Nothing is pickled and nothing here knows about models: callers hand in flat ``{name: tensor}`` dicts and a
-``{key: str}`` metadata dict. A file is trusted only if its SHA-256 matches the one recorded when it was written.
+``{key: str}`` metadata dict. A file is trusted if its SHA-256 matches the one ``latest.json`` recorded when it was
+written; a file the pointer does not know (the run was killed between the two renames, or ``latest.json`` itself was
+lost) is trusted if its contents match the ``content_sha256`` stored in its own metadata (a digest of every tensor's
+name, dtype, shape and bytes and of the other metadata), so every file is self-verifying.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,6 +28,7 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 POINTER = "latest.json"
+CONTENT_KEY = "content_sha256"
 _STEP_FILE = re.compile(r"^step-(\d+)\.safetensors$")
 
 
@@ -50,13 +55,18 @@ def _fsync_dir(folder: Path) -> None:
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync it, rename it over ``path``, fsync the folder.
-    A crash at any point leaves either the old file or the new one, never a partial one."""
+    A crash at any point leaves either the old file or the new one, never a partial one, under ``path``."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # e.g. disk full: leave nothing half-written behind (a SIGKILL leaves the temp file)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     _fsync_dir(path.parent)
 
 
@@ -64,31 +74,79 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:09d}.safetensors"
 
 
-def read_pointer(folder: Path) -> dict:
+def step_of(path: Path) -> int | None:
+    match = _STEP_FILE.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def content_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """SHA-256 over every tensor (name, dtype, shape, bytes; in name order) and the metadata except this digest."""
+    h = hashlib.sha256()
+    h.update(json.dumps({k: v for k, v in metadata.items() if k != CONTENT_KEY}, sort_keys=True).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach()
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        h.update(memoryview(t.contiguous().cpu().reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+def _load_pointer(folder: Path) -> tuple[dict, str | None]:
+    """``(pointer, problem)``: ``({}, None)`` if there is no ``latest.json``; ``({}, reason)`` if it is unusable."""
+    path = folder / POINTER
     try:
-        pointer = json.loads((folder / POINTER).read_text())
-        return pointer if isinstance(pointer, dict) else {}
-    except (OSError, ValueError):
-        return {}
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, UnicodeDecodeError) as exc:
+        return {}, f"cannot read it ({getattr(exc, 'strerror', None) or exc})"
+    try:
+        pointer = json.loads(text)
+    except ValueError:
+        return {}, "not valid JSON"
+    history = pointer.get("history") if isinstance(pointer, dict) else None
+    if not isinstance(history, list) or not all(
+            isinstance(h, dict) and isinstance(h.get("file"), str) and _STEP_FILE.match(h["file"]) for h in history):
+        return {}, "not a checkpoint pointer (no valid 'history' list)"
+    return pointer, None
+
+
+def read_pointer(folder: Path) -> dict:
+    """The parsed ``latest.json``, or ``{}`` if it is missing or unusable."""
+    return _load_pointer(folder)[0]
+
+
+def _step_files(folder: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``step-N.safetensors`` in ``folder``, newest first."""
+    found = [(step_of(p), p) for p in folder.glob("step-*.safetensors")]
+    return sorted(((s, p) for s, p in found if s is not None), key=lambda sp: sp[0], reverse=True)
 
 
 def save_checkpoint(folder: Path, step: int, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
                     keep: int = 3) -> Path:
-    """Write ``step-N.safetensors`` then ``latest.json`` (both atomically); keep the newest ``keep`` checkpoints."""
+    """Write ``step-N.safetensors`` then ``latest.json`` (both atomically); keep the newest ``keep`` checkpoints.
+
+    Retention looks at the files on disk (with the hashes ``latest.json`` recorded for them), so a lost or garbled
+    pointer never makes it delete good checkpoints. Files of later steps than ``step`` (left by a run that fell back
+    past them because they were corrupt) are neither counted nor deleted: the run overwrites them as it gets there."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
     folder.mkdir(parents=True, exist_ok=True)
-    data = save_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    metadata = {**metadata, CONTENT_KEY: content_digest(cpu, metadata)}
+    data = save_bytes(cpu, metadata=metadata)
+    del cpu
     digest = hashlib.sha256(data).hexdigest()
     path = folder / checkpoint_name(step)
     atomic_write(path, data)
-    history = [h for h in read_pointer(folder).get("history", []) if h.get("file") != path.name]
-    history = [{"file": path.name, "step": step, "sha256": digest}, *history][:keep]
+    recorded = {h["file"]: h.get("sha256") for h in read_pointer(folder).get("history", [])}
+    older = [{"file": p.name, "step": s, "sha256": recorded.get(p.name)} for s, p in _step_files(folder) if s < step]
+    history = [{"file": path.name, "step": step, "sha256": digest}, *older[:keep - 1]]
     pointer = {"file": path.name, "step": step, "sha256": digest, "history": history}
     atomic_write(folder / POINTER, (json.dumps(pointer, indent=1) + "\n").encode())
-    kept = {h["file"] for h in history}
-    for old in folder.glob("step-*.safetensors"):
-        if old.name not in kept:
-            old.unlink(missing_ok=True)
-    for stale in folder.glob(".step-*.tmp-*"):  # left by a writer killed mid-write
+    for old in older[keep - 1:]:
+        old_path = folder / old["file"]
+        old_path.unlink(missing_ok=True)
+    for stale in folder.glob(".*.tmp-*"):  # left by a writer killed mid-write
         if not _pid_alive(stale.name.rsplit("-", 1)[-1]):
             stale.unlink(missing_ok=True)
     return path
@@ -105,58 +163,72 @@ def _pid_alive(pid: str) -> bool:
 
 
 def read_checkpoint(path: Path, expected_sha256: str | None = None) -> Checkpoint:
-    """Read and verify one file; raise CorruptCheckpoint with a one-line reason if it cannot be trusted."""
+    """Read and verify one file; raise CorruptCheckpoint with a one-line reason if it cannot be trusted.
+
+    With ``expected_sha256`` (as recorded in ``latest.json``) the whole file must hash to it; without, the file's own
+    ``content_sha256`` metadata (when present) must match its contents."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise CorruptCheckpoint(f"{path.name}: cannot read ({exc.strerror or exc})") from None
     digest = hashlib.sha256(data).hexdigest()
     if expected_sha256 and digest != expected_sha256:
-        raise CorruptCheckpoint(f"{path.name}: SHA-256 mismatch (file changed or truncated after it was written)")
+        raise CorruptCheckpoint(f"{path.name}: SHA-256 mismatch with {POINTER} (file truncated or changed after it "
+                                f"was written)")
     try:
         tensors = load_bytes(data)
         metadata = _metadata(data)
-    except (SafetensorError, ValueError, OverflowError, UnicodeDecodeError) as exc:
-        raise CorruptCheckpoint(f"{path.name}: not a valid safetensors file ({exc})") from None
-    match = _STEP_FILE.match(path.name)
-    step = int(metadata.get("step", match.group(1) if match else -1))
+    except (SafetensorError, ValueError, OverflowError, UnicodeDecodeError, AttributeError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CorruptCheckpoint(f"{path.name}: not a valid safetensors file ({reason})") from None
+    del data
+    if not expected_sha256 and CONTENT_KEY in metadata and content_digest(tensors, metadata) != metadata[CONTENT_KEY]:
+        raise CorruptCheckpoint(f"{path.name}: contents do not match the {CONTENT_KEY} stored in it (corrupted)")
+    step = metadata.get("step", step_of(path))
+    try:
+        step = int(step if step is not None else -1)
+    except ValueError:
+        raise CorruptCheckpoint(f"{path.name}: metadata 'step' is not a number ({step!r})") from None
     return Checkpoint(path, step, digest, tensors, metadata)
 
 
 def _metadata(data: bytes) -> dict[str, str]:
     header_len = int.from_bytes(data[:8], "little")
     header = json.loads(data[8:8 + header_len])
-    return dict(header.get("__metadata__") or {})
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ValueError("metadata is not a mapping of strings")
+    return dict(metadata)
 
 
 def candidates(folder: Path) -> list[tuple[Path, str | None]]:
-    """Checkpoints to try, newest first: those recorded in latest.json (with their hashes), then any other
-    ``step-N`` files on disk (no recorded hash; e.g. the pointer itself was lost)."""
-    pointer = read_pointer(folder)
-    recorded = [(folder / h["file"], h.get("sha256")) for h in pointer.get("history", [])
-                if isinstance(h, dict) and isinstance(h.get("file"), str) and _STEP_FILE.match(h["file"])]
-    seen = {p.name for p, _ in recorded}
-    others = sorted((p for p in folder.glob("step-*.safetensors") if p.name not in seen and _STEP_FILE.match(p.name)),
-                    key=lambda p: int(_STEP_FILE.match(p.name).group(1)), reverse=True)
-    return recorded + [(p, None) for p in others]
+    """Checkpoints to try, newest step first, each with the SHA-256 ``latest.json`` recorded for it (None if the
+    pointer does not know the file; it is then checked against its own ``content_sha256``)."""
+    recorded = {h["file"]: h.get("sha256") for h in read_pointer(folder).get("history", [])}
+    return [(p, recorded.get(p.name)) for _, p in _step_files(folder)]
 
 
 def load_latest(folder: Path, validate=None, warn=print) -> Checkpoint | None:
     """The newest checkpoint that reads, verifies and passes ``validate(ckpt)`` (which raises CorruptCheckpoint
-    on e.g. wrong tensor shapes). Each rejected file is reported in one line via ``warn``; None if there is none."""
+    on e.g. wrong tensor shapes). Each rejected file is reported in one line via ``warn``; None if there is none.
+    Nothing is renamed, overwritten or deleted here."""
     if not folder.is_dir():
         return None
-    pointer = read_pointer(folder)
-    if pointer.get("file") and not (folder / pointer["file"]).is_file():
+    pointer, problem = _load_pointer(folder)
+    if problem:
+        warn(f"warning: ignoring {folder / POINTER}: {problem}; looking for the newest valid checkpoint")
+    elif pointer.get("file") and not (folder / str(pointer["file"])).is_file():
         warn(f"warning: {folder / POINTER} points at missing {pointer['file']}; looking for older checkpoints")
+    rejected = 0
     for path, sha in candidates(folder):
-        if not path.is_file():
-            continue
         try:
             ckpt = read_checkpoint(path, sha)
             if validate:
                 validate(ckpt)
             return ckpt
         except CorruptCheckpoint as exc:
+            rejected += 1
             warn(f"warning: skipping checkpoint {exc}")
+    if rejected:
+        warn(f"warning: no usable checkpoint left in {folder}")
     return None

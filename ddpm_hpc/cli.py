@@ -27,11 +27,37 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import render
+
+    for page in render(args.target):
+        print(f"wrote {page}")
+    return 0
+
+
 def cmd_data(args) -> int:
     from .data import DATASETS, download_dataset
 
     for name in args.datasets or [d for d in DATASETS if d != "digits"]:
         print(f"{name}: ready in {download_dataset(name)}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .metrics.eval import run_eval
+
+    run_eval(load_experiment(args.experiment, args.overrides), n=args.n, fid_weights=args.fid_weights,
+             samples=args.samples, fid_ref_images=args.fid_ref_images)
+    return 0
+
+
+def cmd_classifier(args) -> int:
+    import torch
+
+    from .metrics.classifier import train_classifier
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"wrote {train_classifier(args.dataset, steps=args.steps, seed=args.seed, device=device).path}")
     return 0
 
 
@@ -64,6 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("datasets", nargs="*", choices=["mnist", "cifar10"], help="default: both")
     p.set_defaults(func=cmd_data)
     sub.add_parser("list", help="list experiments").set_defaults(func=cmd_list)
+    p = with_experiment(sub.add_parser("eval", help="score N samples: classifier accuracy and FD, FID if weights"))
+    p.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
+    p.add_argument("--fid-weights", help="Inception-v3 weights file (default: $DDPM_HPC_FID_WEIGHTS or data/fid/)")
+    p.add_argument("--fid-ref-images", type=int, default=0, help="FID reference: first N training images (0: all)")
+    p.add_argument("--samples", help="score an existing samples/<tag>.safetensors instead of sampling")
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("classifier", help="train the small classifier that eval scores samples with")
+    p.add_argument("dataset", choices=["mnist", "cifar10", "digits"])
+    p.add_argument("--steps", type=int, default=None, help="training steps (default per dataset)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_classifier)
+    p = sub.add_parser("report", help="write experiments/<name>/index.html and experiments/index.html (static HTML)")
+    p.add_argument("target", nargs="?", default="all", metavar="EXP|all", help="default: all")
+    p.set_defaults(func=cmd_report)
     for register in _extensions():
         register(sub, with_experiment)
     return parser

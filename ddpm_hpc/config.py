@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import types
 import typing
@@ -177,10 +178,19 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a whole number, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads `1e-4` without a dot as text
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if number is not None and math.isfinite(number):
+                return number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if hint is str:
+        if isinstance(value, int) and not isinstance(value, bool):  # e.g. sample.checkpoint=5000
+            return str(value)
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected text, got {value!r}")
         return value
@@ -306,7 +316,9 @@ def load_experiment(name: str, overrides: list[str] | None = None) -> Experiment
     path = paths.experiment_file(name)
     if not path.is_file():
         names = available_experiments()
-        hint = _closest(name, names).replace("valid keys", "available experiments") if names else ""
+        match = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        hint = (f"; did you mean '{match[0]}'?" if match else "") + \
+            (f"; available experiments: {', '.join(names)}" if names else "; there are no experiment files")
         raise ConfigError(f"no experiment '{name}' in {path.parent}{hint}")
     data = _read_yaml(path)
     defaults = cluster_defaults_file()

@@ -11,6 +11,7 @@ from .config import Experiment
 from .distributed import DistContext
 from .figures import forward_process_figure, loss_plot
 from .logging_utils import log
+from .report import refresh as refresh_report
 from .sampling import sample_experiment
 from .trainer import Run, TrainOutcome, train
 
@@ -49,19 +50,25 @@ def preview_grid(run: Run) -> None:
     write_samples(paths.experiment_dir(exp.name) / "samples", tag, result, info, nrow)
 
 
-def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log) -> TrainOutcome:
+def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, after_step=None) -> TrainOutcome:
     holder: dict = {}
 
     def on_checkpoint(run: Run, _path: Path) -> None:
         holder["run"] = run
         refresh_loss_plot(exp)
+        refresh_report(exp.name, log_fn)
 
-    outcome = train(exp, ctx, log_fn, on_checkpoint=on_checkpoint, every_steps=preview_grid)
+    outcome = train(exp, ctx, log_fn, on_checkpoint=on_checkpoint, every_steps=preview_grid, after_step=after_step)
     if ctx.is_main and outcome.status == "finished" and "run" in holder:
         log_fn(f"wrote {write_forward_figure(holder['run'])}")
         log_fn(f"wrote {refresh_loss_plot(exp)}")
+        refresh_report(exp.name, log_fn)  # again: forward_process.png is written after the last checkpoint
     return outcome
 
 
 def run_sampling(exp: Experiment, log_fn=log) -> Path:
-    return sample_experiment(exp, log_fn)
+    png = sample_experiment(exp, log_fn)
+    page = refresh_report(exp.name, log_fn)
+    if page:
+        log_fn(f"wrote {page}")
+    return png

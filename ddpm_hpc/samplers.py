@@ -51,9 +51,10 @@ def ddim(fn: Denoiser, x, schedule: NoiseSchedule, *, steps: int, eta: float = 0
     for i, (t, prev) in enumerate(zip(times[:-1], times[1:])):
         eps = fn(x, _time(x, t / T))
         ab_t, ab_prev = s.alpha_bars[t], s.alpha_bars[prev]
-        x0 = (x - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
-        sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).sqrt()
-        direction = (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
+        mab_t, mab_prev = s.one_minus_alpha_bars[t], s.one_minus_alpha_bars[prev]  # 1 - ab, kept precise
+        x0 = (x - mab_t.sqrt() * eps) / ab_t.sqrt()
+        sigma = eta * (mab_prev / mab_t * (1 - ab_t / ab_prev)).sqrt()
+        direction = (mab_prev - sigma**2).clamp(min=0).sqrt() * eps
         x = ab_prev.sqrt() * x0 + direction
         if eta > 0 and prev > 0:
             x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)

@@ -18,6 +18,12 @@ class NoiseSchedule:
     betas: torch.Tensor  # beta_t, t = 0..T (beta_0 is never used as a step)
     alphas: torch.Tensor  # alpha_t = 1 - beta_t
     alpha_bars: torch.Tensor  # prod_{s=1..t} alpha_s, alpha_bar_0 = 1
+    # 1 - alpha_bar_t, computed in float64: in float32, 1 - alpha_bar_1 = beta_1 ~ 1e-4 keeps only ~3 digits.
+    one_minus_alpha_bars: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.one_minus_alpha_bars is None:
+            object.__setattr__(self, "one_minus_alpha_bars", 1 - self.alpha_bars)
 
     @property
     def T(self) -> int:
@@ -30,7 +36,7 @@ class NoiseSchedule:
 
     @property
     def sqrt_one_minus_alpha_bars(self) -> torch.Tensor:
-        return (1 - self.alpha_bars).sqrt()
+        return self.one_minus_alpha_bars.sqrt()
 
     # Algorithm 2: x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) + sigma_t z
     @property
@@ -39,21 +45,25 @@ class NoiseSchedule:
         return self.betas.sqrt()
 
     def to(self, device) -> "NoiseSchedule":
-        return NoiseSchedule(self.betas.to(device), self.alphas.to(device), self.alpha_bars.to(device))
+        return NoiseSchedule(self.betas.to(device), self.alphas.to(device), self.alpha_bars.to(device),
+                             self.one_minus_alpha_bars.to(device))
 
 
 def _from_betas(betas: torch.Tensor) -> NoiseSchedule:
+    # Everything in float64, rounded to float32 once at the end: T=1000 products in float32 drift in the last
+    # digits, and 1 - alpha_bar_t for small t cancels catastrophically in float32.
+    betas = betas.double()
     alphas = 1 - betas
     alpha_bars = torch.ones_like(betas)
-    # Accumulate in float64: T=1000 products in float32 drift in the last digits.
-    alpha_bars[1:] = torch.cumprod(alphas[1:].double(), dim=0).float()
-    return NoiseSchedule(betas=betas, alphas=alphas, alpha_bars=alpha_bars)
+    alpha_bars[1:] = torch.cumprod(alphas[1:], dim=0)
+    return NoiseSchedule(betas=betas.float(), alphas=alphas.float(), alpha_bars=alpha_bars.float(),
+                         one_minus_alpha_bars=(1 - alpha_bars).float())
 
 
 def linear_schedule(T: int = 400, beta1: float = 1e-4, beta2: float = 0.02) -> NoiseSchedule:
     """The practical's schedule: beta_t = beta1 + (beta2 - beta1) t / T for t = 0..T."""
     t = torch.arange(0, T + 1, dtype=torch.float64)
-    return _from_betas((beta1 + (beta2 - beta1) * t / T).float())
+    return _from_betas(beta1 + (beta2 - beta1) * t / T)
 
 
 def cosine_schedule(T: int = 400, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
@@ -63,7 +73,7 @@ def cosine_schedule(T: int = 400, s: float = 0.008, max_beta: float = 0.999) -> 
     alpha_bar = f / f[0]
     betas = torch.zeros(T + 1, dtype=torch.float64)
     betas[1:] = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
-    return _from_betas(betas.float())
+    return _from_betas(betas)
 
 
 def make_schedule(kind: str, T: int, beta1: float, beta2: float) -> NoiseSchedule:

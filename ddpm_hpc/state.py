@@ -65,6 +65,57 @@ def check_shapes(ckpt: Checkpoint, prefix: str, module: nn.Module) -> None:
                                     f"the model expects {tuple(value.shape)}")
 
 
+def check_module(ckpt: Checkpoint, prefix: str, module: nn.Module) -> None:
+    """``check_shapes`` plus: no ``prefix.*`` tensor the module does not have (``load_module`` is strict)."""
+    check_shapes(ckpt, prefix, module)
+    expected = {f"{prefix}.{k}" for k in module.state_dict()}
+    extra = sorted(k for k in ckpt.tensors if k.startswith(prefix + ".") and k not in expected)
+    if extra:
+        raise CorruptCheckpoint(f"{ckpt.path.name}: tensor {extra[0]} is not part of the model"
+                                f"{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}")
+
+
+def check_optimizer(ckpt: Checkpoint, optimizer: torch.optim.Optimizer, param_groups: str | None) -> None:
+    """The stored optimizer state must fit ``optimizer``: same number of parameters, moments of the parameters'
+    shapes. (``load_state_dict`` accepts mismatched moments and the next step would fail or silently broadcast.)"""
+    name = ckpt.path.name
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    try:
+        groups = json.loads(param_groups or "")
+        stored = [i for g in groups for i in g["params"]]
+    except (ValueError, TypeError, KeyError):
+        raise CorruptCheckpoint(f"{name}: metadata 'optim.param_groups' is missing or not valid JSON") from None
+    if len(groups) != len(optimizer.param_groups) or len(stored) != len(params):
+        raise CorruptCheckpoint(f"{name}: optimizer state is for {len(stored)} parameters in {len(groups)} groups, "
+                                f"the model has {len(params)} in {len(optimizer.param_groups)}")
+    for key, value in ckpt.tensors.items():
+        if not key.startswith("optim.state."):
+            continue
+        index, _, slot = key[len("optim.state."):].partition(".")
+        if not index.isdigit() or int(index) >= len(params) or not slot:
+            raise CorruptCheckpoint(f"{name}: tensor {key} does not belong to any parameter")
+        if value.dim() and value.shape != params[int(index)].shape:
+            raise CorruptCheckpoint(f"{name}: tensor {key} has shape {tuple(value.shape)}, the parameter has "
+                                    f"{tuple(params[int(index)].shape)}")
+
+
+def check_scalars(ckpt: Checkpoint, names) -> None:
+    """Each name must be a one-element tensor (running scalars, counters)."""
+    for key in names:
+        value = ckpt.tensors.get(key)
+        if value is None or value.numel() != 1:
+            raise CorruptCheckpoint(f"{ckpt.path.name}: tensor {key} is "
+                                    f"{'missing' if value is None else f'of shape {tuple(value.shape)}, not a scalar'}")
+
+
+def check_rng(ckpt: Checkpoint) -> None:
+    value = ckpt.tensors.get("rng.cpu")
+    expected = torch.get_rng_state()
+    if value is not None and (value.dtype != torch.uint8 or value.shape != expected.shape):
+        raise CorruptCheckpoint(f"{ckpt.path.name}: tensor rng.cpu is {value.dtype} {tuple(value.shape)}, "
+                                f"expected uint8 {tuple(expected.shape)}")
+
+
 def load_module(module: nn.Module, prefix: str, tensors: dict[str, torch.Tensor]) -> None:
     n = len(prefix) + 1
     module.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})

@@ -86,7 +86,10 @@ def _json_lists(value):
 
 
 def check_same_experiment(exp: Experiment, ckpt: checkpoint.Checkpoint) -> None:
-    stored = experiment_from_json(ckpt.metadata["config"])
+    try:
+        stored = experiment_from_json(ckpt.metadata["config"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise checkpoint.CorruptCheckpoint(f"{ckpt.path.name}: stored config is not valid JSON") from None
     ours, theirs = _json_lists(identity_of(exp)), _json_lists(identity_of(stored))
     for section, values in ours.items():
         for key, value in values.items():
@@ -99,10 +102,14 @@ def check_same_experiment(exp: Experiment, ckpt: checkpoint.Checkpoint) -> None:
 def archive_previous_run(exp: Experiment) -> None:
     """train.restart=true: move old checkpoints and metrics aside rather than deleting anything."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for folder in (paths.checkpoint_dir(exp.name),):
-        if folder.is_dir() and any(folder.iterdir()):
-            folder.rename(folder.with_name(f"{folder.name}.old-{stamp}"))
-    metrics = paths.experiment_dir(exp.name) / "metrics.jsonl"
+    folder, metrics = paths.checkpoint_dir(exp.name), paths.experiment_dir(exp.name) / "metrics.jsonl"
+    n = 0
+    while (folder.with_name(f"{folder.name}.old-{stamp}{n or ''}").exists() or
+           metrics.with_name(f"metrics.old-{stamp}{n or ''}.jsonl").exists()):
+        n += 1  # restarted twice within a second: never rename onto (and lose) an earlier archive
+    stamp = f"{stamp}{n or ''}"
+    if folder.is_dir() and any(folder.iterdir()):
+        folder.rename(folder.with_name(f"{folder.name}.old-{stamp}"))
     if metrics.is_file():
         metrics.rename(metrics.with_name(f"metrics.old-{stamp}.jsonl"))
 
@@ -111,7 +118,13 @@ def truncate_metrics(metrics: Path, step: int) -> None:
     """Drop lines logged after the checkpoint we resume from (they will be logged again, identically)."""
     if not metrics.is_file():
         return
-    lines = [ln for ln in metrics.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    def kept(line: str) -> bool:
+        try:
+            return json.loads(line).get("step", 0) <= step
+        except (ValueError, AttributeError):  # a line cut short when the process was killed mid-write
+            return False
+
+    lines = [ln for ln in metrics.read_text(errors="replace").splitlines() if ln.strip() and kept(ln)]
     checkpoint.atomic_write(metrics, "".join(ln + "\n" for ln in lines).encode())
 
 
@@ -139,8 +152,11 @@ class Run:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=exp.train.lr,
                                           foreach=self.device.type == "cuda" or None)
         self.ema = EMA(self.model, exp.train.ema_decay) if exp.train.ema_decay > 0 else None
+        self.forward_model = compile_model(self.model, log_fn) if exp.train.compile else self.model
         self.step = 0
         self.loss_smooth = torch.zeros((), device=self.device)
+        self.loss_sum = torch.zeros((), device=self.device)  # losses since the last metrics line (its "loss")
+        self.log_window_start = 0  # the step of the last metrics line
         self.wall_seconds = 0.0  # training time summed over all (re)starts
 
     # -- checkpoint state ---------------------------------------------------------------------------------------
@@ -152,6 +168,8 @@ class Run:
         tensors.update(optim)
         tensors.update(state.rng_tensors())
         tensors["train.loss_smooth"] = self.loss_smooth.detach().float().reshape(())
+        tensors["train.loss_sum"] = self.loss_sum.detach().float().reshape(())
+        tensors["train.log_window_start"] = torch.tensor(self.log_window_start, dtype=torch.int64)
         tensors["data.next_step"] = torch.tensor(self.step, dtype=torch.int64)  # the batch the run continues with
         return tensors
 
@@ -166,9 +184,12 @@ class Run:
         if ckpt.metadata.get("format") != "ddpm-hpc/1" or "config" not in ckpt.metadata:
             raise checkpoint.CorruptCheckpoint(f"{ckpt.path.name}: not a ddpm-hpc training checkpoint")
         check_same_experiment(self.exp, ckpt)  # a different experiment is refused outright, not skipped
-        state.check_shapes(ckpt, "model", self.model)
-        if self.ema:
-            state.check_shapes(ckpt, "ema", self.ema.model)
+        state.check_module(ckpt, "model", self.model)
+        if self.ema and any(k.startswith("ema.") for k in ckpt.tensors):
+            state.check_module(ckpt, "ema", self.ema.model)
+        state.check_optimizer(ckpt, self.optimizer, ckpt.metadata.get("optim.param_groups"))
+        state.check_scalars(ckpt, ("train.loss_smooth", "data.next_step"))
+        state.check_rng(ckpt)
 
     def restore(self, ckpt: checkpoint.Checkpoint) -> None:
         t = {k: v.to(self.device) if not k.startswith("rng.") else v for k, v in ckpt.tensors.items()}
@@ -180,8 +201,15 @@ class Run:
             else:  # EMA switched on mid-run: start it from the current weights
                 self.ema.model.load_state_dict(self.model.state_dict())
         state.load_optimizer(self.optimizer, t, ckpt.metadata["optim.param_groups"])
+        for group in self.optimizer.param_groups:  # lr is not part of the identity: the config's value applies
+            group["lr"] = self.exp.train.lr
         state.restore_rng(ckpt.tensors)
         self.loss_smooth = t["train.loss_smooth"].clone()
+        if "train.loss_sum" in t:  # older checkpoints: the first metrics line after resuming averages fewer steps
+            self.loss_sum = t["train.loss_sum"].clone()
+            self.log_window_start = int(t["train.log_window_start"])
+        else:
+            self.log_window_start = int(ckpt.tensors["data.next_step"])
         self.step = int(ckpt.tensors["data.next_step"])
         self.wall_seconds = float(ckpt.metadata.get("wall_seconds", 0))
 
@@ -206,7 +234,14 @@ class Run:
             labels = drop_labels(labels, self.dataset.num_classes, exp.train.label_dropout, share, gen)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=exp.train.precision == "bf16")
         with autocast:
-            loss = self.objective(self.model, x0, labels, gen, share)
+            try:
+                loss = self.objective(self.forward_model, x0, labels, gen, share)
+            except Exception as exc:  # compile backends fail in many ways (no C++ compiler, unsupported op)
+                if self.forward_model is self.model:
+                    raise
+                self.log(f"warning: torch.compile failed ({type(exc).__name__}); training in eager mode")
+                self.forward_model = self.model
+                return self.train_step()  # redo the step from scratch: same batch, same noise
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if exp.train.grad_clip > 0:
@@ -218,6 +253,16 @@ class Run:
         return loss.detach()
 
 
+def compile_model(model: nn.Module, log_fn) -> nn.Module:
+    """``train.compile``: torch.compile the forward pass. Weights stay shared with ``model``, so checkpoints are
+    unaffected; compilation happens at the first step, which falls back to eager mode if it fails."""
+    try:
+        return torch.compile(model)
+    except RuntimeError as exc:  # e.g. an unsupported Python version
+        log_fn(f"warning: torch.compile unavailable ({exc}); training in eager mode")
+        return model
+
+
 def _seed_first_loss(run: Run, loss: torch.Tensor) -> None:
     # The practical starts its smoothed loss at the first value; keep it on the device (no host sync).
     if run.step == 1:
@@ -226,9 +271,11 @@ def _seed_first_loss(run: Run, loss: torch.Tensor) -> None:
 
 def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[str], None] = log,
           on_checkpoint: Callable[[Run, Path], None] | None = None,
-          every_steps: Callable[[Run], None] | None = None) -> TrainOutcome:
+          every_steps: Callable[[Run], None] | None = None,
+          after_step: Callable[[Run], None] | None = None) -> TrainOutcome:
     """Train ``exp`` to ``train.steps``, resuming from its latest valid checkpoint. ``on_checkpoint`` runs after each
-    save (e.g. to refresh the loss plot); ``every_steps`` runs every ``sample.every`` steps (preview grids)."""
+    save (e.g. to refresh the loss plot); ``every_steps`` runs every ``sample.every`` steps (preview grids);
+    ``after_step`` runs after every step, before the stop check (the SLURM tests use it to slow tiny runs down)."""
     say = log_fn if ctx.is_main else (lambda *_: None)
     if exp.train.restart and ctx.is_main:
         archive_previous_run(exp)
@@ -252,8 +299,8 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
             f"{exp.train.steps} steps on {run.device}")
 
     t_start, last_save = time.monotonic(), time.monotonic()
-    window_start, window_step = time.monotonic(), run.step
-    loss_sum = torch.zeros((), device=run.device)
+    window_start, window_step = time.monotonic(), run.log_window_start
+    loss_sum = run.loss_sum  # updated in place, so run.tensors() saves the partial window
     progress = Progress(exp.train.steps, exp.name, start=run.step) if ctx.is_main else None
     saved: Path | None = None
     with StopFlag() as stop:
@@ -278,10 +325,13 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
                         say(f"step {step:7d}/{exp.train.steps}  loss {smooth:.4f}  {rate:.0f} img/s")
                 loss_sum.zero_()
                 window_start, window_step = now, step
+                run.log_window_start = step
             if progress:
                 progress(step)
             if every_steps and exp.sample.every and step % exp.sample.every == 0 and ctx.is_main:
                 every_steps(run)
+            if after_step:
+                after_step(run)
             stopping = ctx.any(stop.received is not None, run.device)
             due = (step % exp.train.checkpoint_every == 0 or step == exp.train.steps or stopping or
                    (exp.train.checkpoint_minutes > 0 and time.monotonic() - last_save > 60 * exp.train.checkpoint_minutes))

@@ -57,18 +57,20 @@ pid_running() {
     [[ -n $st && $st != Z ]]
 }
 
-# wait_ready NAME LOGS -- CMD...: poll CMD until it succeeds; fail early if the daemon just started (LAST_PID)
-# died, or after $TIMEOUT s.
+# wait_ready NAME LOG... -- CMD...: poll CMD until it succeeds; fail early (printing the LOGs) if the daemon
+# just started (LAST_PID) died, or after $TIMEOUT s.
 wait_ready() {
-    local name=$1 logs=$2 deadline=$((SECONDS + TIMEOUT))
-    shift 3
+    local name=$1 logs=() deadline=$((SECONDS + TIMEOUT))
+    shift
+    while [[ $1 != -- ]]; do logs+=("$1"); shift; done
+    shift
     until "$@" >/dev/null 2>&1; do
         if ! pid_running "$LAST_PID"; then
-            tail_log $logs
+            tail_log "${logs[@]}"
             die "$name exited during start-up (logs above)"
         fi
         if ((SECONDS >= deadline)); then
-            tail_log $logs
+            tail_log "${logs[@]}"
             die "$name not ready after ${TIMEOUT}s (check: $*)"
         fi
         sleep 0.1
@@ -110,7 +112,7 @@ install_packages() {
     say "installed ${missing[*]} ($(ms_since "$t0") ms)"
 }
 
-# write_file PATH MODE: stdin -> PATH, only replacing it when the content changed. Returns 1 if it changed.
+# write_file PATH MODE: stdin -> PATH (mode always enforced), replaced only if the content changed; then returns 1.
 write_file() {
     local tmp
     tmp=$(mktemp "$1.XXXXXX")
@@ -118,6 +120,7 @@ write_file() {
     chmod "$2" "$tmp"
     if [[ -f $1 ]] && cmp -s "$tmp" "$1"; then
         rm -f "$tmp"
+        chmod "$2" "$1"
         return 0
     fi
     mv -f "$tmp" "$1"
@@ -213,7 +216,7 @@ up_munged() {
     install -d -o munge -g munge -m 0755 /run/munge   # systemd's RuntimeDirectory= normally makes it
     # munged refuses to run as root (its log/key belong to munge); setpriv execs, so $! is munged itself.
     start munged setpriv --reuid=munge --regid=munge --init-groups /usr/sbin/munged --foreground
-    wait_ready munged "$LOG/munged.stderr /var/log/munge/munged.log" -- munge_ok
+    wait_ready munged "$LOG/munged.stderr" "/var/log/munge/munged.log" -- munge_ok
 }
 
 up_mariadbd() {
@@ -223,7 +226,7 @@ up_mariadbd() {
         if [[ ! -d $DB/data/mysql ]]; then
             rm -rf "$DB/data"
             mariadb-install-db --no-defaults --datadir="$DB/data" --user=mysql --skip-test-db \
-                --auth-root-authentication-method=socket >"$LOG/mariadb-install-db.log" 2>&1 ||
+                --auth-root-authentication-method=socket --innodb-log-file-size=8M >"$LOG/mariadb-install-db.log" 2>&1 ||
                 { tail_log "$LOG/mariadb-install-db.log"; die "mariadb-install-db failed"; }
         fi
         port_free mariadbd "$DB_PORT"
@@ -231,8 +234,8 @@ up_mariadbd() {
         chown mysql:mysql "$LOG/mariadbd.log"
         start mariadbd /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$DB/data" --socket="$sock" \
             --pid-file="$DB/mariadbd.pid" --log-error="$LOG/mariadbd.log" --bind-address=127.0.0.1 \
-            --port="$DB_PORT" --skip-name-resolve --innodb-lock-wait-timeout=900
-        wait_ready mariadbd "$LOG/mariadbd.stderr $LOG/mariadbd.log" -- \
+            --port="$DB_PORT" --skip-name-resolve --innodb-lock-wait-timeout=900 --innodb-log-file-size=8M
+        wait_ready mariadbd "$LOG/mariadbd.stderr" "$LOG/mariadbd.log" -- \
             mariadb-admin --no-defaults --socket="$sock" ping
     fi
     mariadb --no-defaults --socket="$sock" -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurmpass';
@@ -252,12 +255,12 @@ cmd_up() {
     if ! is_up slurmdbd; then
         port_free slurmdbd 6819
         start slurmdbd /usr/sbin/slurmdbd -D
-        wait_ready slurmdbd "$LOG/slurmdbd.stderr $LOG/slurmdbd.log" -- tcp_open 127.0.0.1 6819
+        wait_ready slurmdbd "$LOG/slurmdbd.stderr" "$LOG/slurmdbd.log" -- tcp_open 127.0.0.1 6819
     fi
     if ! is_up slurmctld; then
         port_free slurmctld 6817
         start slurmctld /usr/sbin/slurmctld -D
-        wait_ready slurmctld "$LOG/slurmctld.stderr $LOG/slurmctld.log" -- ctld_up
+        wait_ready slurmctld "$LOG/slurmctld.stderr" "$LOG/slurmctld.log" -- ctld_up
     fi
     local slurmd_pid=
     if ! is_up slurmd; then

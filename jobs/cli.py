@@ -1,0 +1,60 @@
+"""``ddpm-hpc submit | submit-sample | status | logs | cancel``: registered into ddpm_hpc.cli when this package is
+importable (a repo checkout). Imports stay inside the commands so ``ddpm-hpc --help`` stays fast."""
+
+from __future__ import annotations
+
+
+def cmd_submit(args) -> int:
+    from .submit import submit_training
+
+    submit_training(args.experiment, args.overrides, force=args.force)
+    return 0
+
+
+def cmd_submit_sample(args) -> int:
+    from .submit import submit_sampling
+
+    submit_sampling(args.experiment, args.overrides)
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .status import status
+
+    return status([args.experiment] if args.experiment else [])
+
+
+def cmd_logs(args) -> int:
+    from .status import show_logs
+
+    return show_logs(args.experiment, args.job, args.lines, args.follow)
+
+
+def cmd_cancel(args) -> int:
+    from .submit import cancel
+
+    cancel(args.experiment)
+    return 0
+
+
+def register(sub, with_experiment) -> None:
+    p = with_experiment(sub.add_parser(
+        "submit", help="SLURM: submit training, then a sampling job that runs after it succeeds"))
+    p.add_argument("--force", action="store_true",
+                   help="cancel this experiment's live jobs first (the new job starts after they have exited)")
+    p.set_defaults(func=cmd_submit)
+    with_experiment(sub.add_parser(
+        "submit-sample", help="SLURM: submit a sampling job alone (e.g. sample.sampler=ddim sample.steps=50)")) \
+        .set_defaults(func=cmd_submit_sample)
+    p = sub.add_parser("status", help="SLURM: one line per submitted experiment (jobs, state, step, loss, ETA)")
+    p.add_argument("experiment", nargs="?", help="default: every experiment with submitted jobs")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("logs", help="SLURM: tail of the current job's stdout and stderr")
+    p.add_argument("experiment")
+    p.add_argument("--job", help="job id (default: the latest job that has started)")
+    p.add_argument("-n", "--lines", type=int, default=40)
+    p.add_argument("-f", "--follow", action="store_true", help="keep following (tail -F)")
+    p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("cancel", help="SLURM: cancel the experiment's live jobs (training saves a checkpoint first)")
+    p.add_argument("experiment")
+    p.set_defaults(func=cmd_cancel)

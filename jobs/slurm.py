@@ -1,0 +1,90 @@
+"""Thin wrappers around the SLURM client commands (squeue, sacct, scancel, scontrol). No submitit here.
+
+Every function raises :class:`SlurmUnavailable` with a one-line reason when the command is missing or fails, so
+callers can degrade (``make status`` without accounting) or refuse (``make submit`` when squeue does not answer).
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+# squeue states in which a job still holds (or will hold) its experiment's checkpoints.
+LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "CONFIGURING",
+               "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "PREEMPTED", "RESV_DEL_HOLD"}
+
+
+class SlurmUnavailable(Exception):
+    """A SLURM command is missing or did not answer."""
+
+
+def available() -> bool:
+    return shutil.which("sbatch") is not None
+
+
+def _run(cmd: list[str], timeout: float = 30) -> str:
+    if shutil.which(cmd[0]) is None:
+        raise SlurmUnavailable(f"{cmd[0]} not found: is this a SLURM login node? (on a workstation use make local)")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SlurmUnavailable(f"{' '.join(cmd)} did not answer within {timeout:g} s") from None
+    if proc.returncode != 0:
+        err = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()[-1]
+        raise SlurmUnavailable(f"{' '.join(cmd[:2])} failed: {err}")
+    return proc.stdout
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    job_id: str
+    state: str  # PENDING, RUNNING, ...
+    reason: str  # squeue %r: None, Dependency, BeginTime, Resources, Priority, ...
+
+
+def squeue_mine() -> dict[str, QueueEntry]:
+    """Every job of this user that slurmctld still knows about and that is not finished, by job id."""
+    out = _run(["squeue", "-h", "-u", getpass.getuser(), "-t", "all", "-o", "%i|%T|%r"])
+    jobs = {}
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3 and parts[1] in LIVE_STATES:
+            jobs[parts[0]] = QueueEntry(*parts)
+    return jobs
+
+
+@dataclass(frozen=True)
+class AcctRow:
+    job_id: str
+    state: str  # COMPLETED, FAILED, CANCELLED by 0, REQUEUED, PREEMPTED, TIMEOUT, RUNNING, PENDING, ...
+    exit_code: str  # "1:0"
+    reason: str
+    start: str
+    end: str
+
+
+def sacct(job_ids: list[str]) -> dict[str, list[AcctRow]]:
+    """All runs of each job, oldest first (``-D`` keeps the REQUEUED/PREEMPTED runs). Needs accounting (slurmdbd);
+    it lags slurmctld by a second or two."""
+    if not job_ids:
+        return {}
+    out = _run(["sacct", "-D", "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Reason,Start,End",
+                "-j", ",".join(job_ids)])
+    rows: dict[str, list[AcctRow]] = {j: [] for j in job_ids}
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 6 and parts[0] in rows:
+            rows[parts[0]].append(AcctRow(*parts))
+    return rows
+
+
+def scancel(job_ids: list[str]) -> None:
+    if job_ids:
+        _run(["scancel", *job_ids])
+
+
+def requeue(job_id: str) -> None:
+    """``scontrol requeue``: the job goes back to PENDING (same id) and restarts from its batch script."""
+    _run(["scontrol", "requeue", job_id], timeout=60)

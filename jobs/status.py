@@ -1,0 +1,208 @@
+"""``make status`` (one line per experiment) and ``make logs`` (tail of a job's stdout/stderr)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ddpm_hpc import paths
+from ddpm_hpc.checkpoint import read_pointer
+from ddpm_hpc.errors import UserError
+from ddpm_hpc.logging_utils import format_seconds
+
+from . import registry, slurm
+
+FAILURES = ("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+
+
+@dataclass
+class JobView:
+    job_id: str
+    kind: str
+    state: str = "UNKNOWN"
+    detail: str = ""  # pending reason, or the one-line failure reason
+    restarts: int = 0
+    live: bool = False
+    runs: list = field(default_factory=list)
+
+    def describe(self) -> str:
+        text = f"{self.kind} {self.job_id} {self.state}"
+        if self.detail:
+            text += f": {self.detail}" if self.state.startswith(FAILURES) else f" ({self.detail})"
+        return text
+
+
+def _tail_lines(path: Path, max_bytes: int = 64_000) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            return f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def log_paths(name: str, job_id: str) -> tuple[Path, Path]:
+    folder = registry.logs_dir(name)
+    return folder / f"{job_id}_0_log.out", folder / f"{job_id}_0_log.err"
+
+
+def failure_reason(name: str, job_id: str) -> str:
+    """The job's own one-line reason (events.jsonl), else the last error-looking line of its stderr."""
+    failed = [e for e in registry.events(name, job_id) if e.get("event") == "failed" and e.get("message")]
+    if failed:
+        return str(failed[-1]["message"])
+    for line in reversed(_tail_lines(log_paths(name, job_id)[1])):
+        text = line.strip()
+        if text and ("Error" in text or "error:" in text) and not text.startswith("raise"):
+            return text[:300]
+    return ""
+
+
+def job_view(name: str, entry: dict, queue: dict | None, acct: dict | None) -> JobView:
+    job_id = str(entry["job_id"])
+    view = JobView(job_id, entry.get("kind", "?"))
+    events = registry.events(name, job_id)
+    rows = (acct or {}).get(job_id, [])
+    view.runs = rows
+    if queue is not None and job_id in queue:
+        q = queue[job_id]
+        view.state, view.live = q.state, True
+        if q.state != "RUNNING" and q.reason not in ("None", ""):
+            view.detail = q.reason
+    elif rows:
+        last = rows[-1]
+        view.state = last.state.split()[0]  # "CANCELLED by 0" -> CANCELLED
+        if view.state == "CANCELLED" and last.reason.startswith("Dependency"):
+            view.detail = "not run: the job it depends on did not succeed"
+    elif events:
+        last = events[-1].get("event")
+        view.state = {"finished": "COMPLETED", "failed": "FAILED"}.get(last, "UNKNOWN")
+    if view.state.startswith(FAILURES):
+        view.detail = failure_reason(name, job_id) or view.detail
+        if not view.detail and rows:
+            view.detail = f"exit code {rows[-1].exit_code}"
+    restarts_acct = max(0, len(rows) - 1)
+    restarts_events = max((int(e.get("restart") or 0) for e in events), default=0)
+    view.restarts = max(restarts_acct, restarts_events)
+    return view
+
+
+def _metrics(name: str) -> list[dict]:
+    out = []
+    for line in _tail_lines(paths.experiment_dir(name) / "metrics.jsonl"):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def training_progress(name: str, total: int | None, running: bool) -> str:
+    records = _metrics(name)
+    pointer = read_pointer(paths.checkpoint_dir(name))
+    parts = []
+    step = records[-1]["step"] if records else 0
+    parts.append(f"step {step}/{total if total else '?'}")
+    if records:
+        parts.append(f"loss {records[-1].get('loss_smooth', records[-1].get('loss', float('nan'))):.4f}")
+    if pointer.get("file"):
+        ckpt = paths.checkpoint_dir(name) / str(pointer["file"])
+        try:
+            age = f" ({format_seconds(time.time() - ckpt.stat().st_mtime)} ago)"
+        except OSError:
+            age = ""
+        parts.append(f"ckpt {pointer.get('step', '?')}{age}")
+    else:
+        parts.append("no ckpt")
+    if total and step >= total:
+        parts.append("trained")
+    elif running and total and len(records) >= 2:
+        recent = records[-5:]
+        d_step = recent[-1]["step"] - recent[0]["step"]
+        d_wall = recent[-1].get("wall_seconds", 0) - recent[0].get("wall_seconds", 0)
+        if d_step > 0 and d_wall > 0:
+            parts.append(f"eta {format_seconds((total - step) * d_wall / d_step)}")
+    return "  ".join(parts)
+
+
+def experiment_status(name: str, queue: dict | None, acct: dict | None) -> str:
+    jobs = registry.load(name)
+    train = registry.latest(jobs, "train")
+    sample = registry.latest(jobs, "sample")
+    pieces = []
+    running = False
+    if train:
+        view = job_view(name, train, queue, acct)
+        running = view.state == "RUNNING"
+        text = view.describe()
+        if view.restarts:
+            text += f"  restarts {view.restarts}"
+        pieces.append(text)
+    pieces.append(training_progress(name, (train or sample or {}).get("steps"), running))
+    if sample:
+        pieces.append(job_view(name, sample, queue, acct).describe())
+    return f"{name}  " + "  |  ".join(pieces)
+
+
+def status(names: list[str], out=print) -> int:
+    if not names:
+        names = registry.experiments_with_jobs()
+        if not names:
+            out(f"no submitted experiments under {paths.experiments_root()} (make submit EXP=<name>)")
+            return 0
+    for name in names:
+        if not registry.load(name):
+            raise UserError(f"{name}: nothing submitted yet ({registry.registry_file(name)} not found)")
+    notes = []
+    try:
+        queue = slurm.squeue_mine()
+    except slurm.SlurmUnavailable as exc:
+        queue = None
+        notes.append(f"squeue: {exc}")
+    ids = [str(j["job_id"]) for n in names for j in registry.load(n)]
+    try:
+        acct = slurm.sacct(ids)
+    except slurm.SlurmUnavailable as exc:
+        acct = None
+        notes.append(f"sacct: {exc}")
+    width = max(len(n) for n in names)
+    for name in names:
+        out(experiment_status(name, queue, acct).replace(f"{name}  ", f"{name:<{width}}  ", 1))
+    for note in notes:
+        out(f"(note: {note}; states may be incomplete)")
+    return 0
+
+
+def pick_job(name: str, job_id: str | None) -> dict:
+    jobs = registry.load(name)
+    if not jobs:
+        raise UserError(f"{name}: nothing submitted yet ({registry.registry_file(name)} not found)")
+    if job_id:
+        match = [j for j in jobs if str(j["job_id"]) == str(job_id)]
+        if not match:
+            raise UserError(f"{name} has no job {job_id}; its jobs: {', '.join(str(j['job_id']) for j in jobs)}")
+        return match[-1]
+    started = [j for j in jobs if log_paths(name, str(j["job_id"]))[0].exists()]
+    return started[-1] if started else jobs[-1]
+
+
+def show_logs(name: str, job_id: str | None = None, lines: int = 40, follow: bool = False, out=print) -> int:
+    entry = pick_job(name, job_id)
+    jid = str(entry["job_id"])
+    files = [p for p in log_paths(name, jid) if p.exists()]
+    if not files:
+        out(f"{entry['kind']} job {jid} of {name} has not started yet (no {log_paths(name, jid)[0]}); "
+            f"see make status EXP={name}")
+        return 0
+    if follow:
+        os.execvp("tail", ["tail", "-n", str(lines), "-F", *map(str, files)])
+    for path in files:
+        out(f"==> {path} <==")
+        for line in _tail_lines(path)[-lines:]:
+            out(line)
+    return 0

@@ -1,0 +1,194 @@
+"""Submission (training + chained sampling, or sampling alone) and cancellation, run on the login node."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import yaml
+
+from ddpm_hpc import paths
+from ddpm_hpc.checkpoint import read_pointer
+from ddpm_hpc.config import Experiment, load_experiment
+from ddpm_hpc.errors import UserError
+
+from . import registry, slurm
+from .executor import check_slurm_config, make_executor
+from .tasks import STEP_DELAY_VAR, SampleJob, TrainJob, current_roots
+
+
+def live_jobs(name: str) -> list[dict]:
+    """Registered jobs of ``name`` that squeue still lists as pending/running/requeued (raises SlurmUnavailable)."""
+    queue = slurm.squeue_mine()
+    return [dict(j, state=queue[str(j["job_id"])].state) for j in registry.load(name) if str(j["job_id"]) in queue]
+
+
+def _header_metadata(path: Path) -> dict:
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    return dict(header.get("__metadata__") or {})
+
+
+def check_checkpoint_matches(exp: Experiment) -> None:
+    """Refuse now, not in the queue, when the existing checkpoints belong to a different configuration."""
+    if exp.train.restart:
+        return
+    folder = paths.checkpoint_dir(exp.name)
+    pointer = read_pointer(folder)
+    path = folder / str(pointer.get("file", ""))
+    if not pointer.get("file") or not path.is_file():
+        return
+    try:
+        metadata = _header_metadata(path)
+    except (OSError, ValueError):
+        return  # the job's own loader reports and skips unreadable files
+    if "config" in metadata:
+        from ddpm_hpc.trainer import check_same_experiment  # imports torch: only when there is a checkpoint
+
+        check_same_experiment(exp, SimpleNamespace(path=path, metadata=metadata))
+
+
+def warn_missing_data(exp: Experiment) -> None:
+    root = Path(exp.data.root).expanduser() if exp.data.root else paths.data_root()
+    expected = {"mnist": root / "MNIST" / "raw", "cifar10": root / "cifar-10-batches-py"}.get(exp.data.dataset)
+    if expected is not None and not expected.is_dir():
+        print(f"warning: {expected} does not exist here; the job will fail unless the compute nodes see it "
+              f"(run `make data` on the login node first)", file=sys.stderr)
+
+
+def write_snapshot(exp: Experiment, overrides: list[str]) -> Path:
+    out = paths.experiment_dir(exp.name)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / registry.SNAPSHOT
+    data = json.loads(exp.to_json())  # plain lists and dicts
+    data.pop("name", None)
+    header = (f"# {exp.name} as submitted at {registry.now()} (experiments/{exp.name}.yaml + cluster defaults"
+              + (f" + overrides: {' '.join(overrides)}" if overrides else "") + ").\n"
+              f"# The jobs run exactly this; editing it or the YAML changes nothing for jobs already submitted.\n")
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _submit(executor, job, kind: str):
+    from submitit.core.utils import FailedJobError
+
+    try:
+        return executor.submit(job)
+    except FailedJobError as exc:
+        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "sbatch failed")
+        raise UserError(f"sbatch refused the {kind} job: {reason.strip()}") from None
+
+
+def _entry(job_id: str, kind: str, overrides: list[str], exp: Experiment, after: str | None) -> dict:
+    return {"job_id": str(job_id), "kind": kind, "submitted_at": registry.now(), "overrides": list(overrides),
+            "after": after, "steps": exp.train.steps, "cancelled_at": None}
+
+
+def _cancel(name: str, jobs: list[dict]) -> list[str]:
+    ids = [str(j["job_id"]) for j in jobs]
+    slurm.scancel(ids)
+    entries = registry.load(name)
+    for entry in entries:
+        if str(entry["job_id"]) in ids:
+            entry["cancelled_at"] = registry.now()
+    registry.save(name, entries)
+    return ids
+
+
+def _step_delay() -> float:
+    try:
+        return max(0.0, float(os.environ.get(STEP_DELAY_VAR, "0") or 0))
+    except ValueError:
+        raise UserError(f"{STEP_DELAY_VAR}={os.environ[STEP_DELAY_VAR]!r} is not a number of seconds") from None
+
+
+def submit_training(name: str, overrides: list[str], force: bool = False, out=print) -> tuple[str, str]:
+    exp = load_experiment(name, overrides)
+    check_slurm_config(exp)
+    check_checkpoint_matches(exp)
+    warn_missing_data(exp)
+    if not slurm.available():
+        raise UserError("sbatch not found: this is not a SLURM login node (use make local EXP=... here)")
+    try:
+        live = live_jobs(name)
+    except slurm.SlurmUnavailable as exc:
+        raise UserError(f"cannot check for live jobs of {name}: {exc}") from None
+    after = None
+    if live:
+        listing = ", ".join(f"{j['kind']} {j['job_id']} ({j['state']})" for j in live)
+        if not force:
+            raise UserError(f"{name} already has live jobs: {listing}; two jobs must not write the same checkpoints. "
+                            f"Wait (make status EXP={name}), make cancel EXP={name}, or add FORCE=1 (--force) to "
+                            f"cancel them and submit")
+        ids = _cancel(name, live)
+        after = "afterany:" + ":".join(ids)  # the new job cannot start before the cancelled ones have exited
+        out(f"cancelled {listing}; the new training job starts after they have exited")
+    snapshot = write_snapshot(exp, overrides)
+    folder = registry.logs_dir(name)
+    roots, config = current_roots(), exp.to_json()
+    train_job = _submit(make_executor(exp, "train", folder, after),
+                        TrainJob(config, roots, exp.slurm.max_requeues, _step_delay()), "training")
+    train_id = str(train_job.job_id)
+    registry.add(name, _entry(train_id, "train", overrides, exp, after))
+    sample_job = _submit(make_executor(exp, "sample", folder, f"afterok:{train_id}"),
+                         SampleJob(config, roots, exp.slurm.max_requeues), "sampling")
+    sample_id = str(sample_job.job_id)
+    registry.add(name, _entry(sample_id, "sample", overrides, exp, f"afterok:{train_id}"))
+    rel = _display(folder)
+    out(f"submitted {name}: training job {train_id} ({exp.train.steps} steps, partition {exp.slurm.partition}), "
+        f"sampling job {sample_id} (runs after {train_id} succeeds)")
+    out(f"  config snapshot: {_display(snapshot)}")
+    out(f"  follow:  make status EXP={name}    make logs EXP={name}    squeue -j {train_id},{sample_id}")
+    out(f"  logs:    {rel}/{train_id}_0_log.out (and .err)    stop: make cancel EXP={name}")
+    out(f"  results: make pull EXP={name} (on your laptop), or see {_display(paths.experiment_dir(name))}/samples")
+    return train_id, sample_id
+
+
+def submit_sampling(name: str, overrides: list[str], out=print) -> str:
+    exp = load_experiment(name, overrides)
+    check_slurm_config(exp)
+    if not slurm.available():
+        raise UserError("sbatch not found: this is not a SLURM login node (use ddpm-hpc sample EXP here)")
+    try:
+        live_train = [j for j in live_jobs(name) if j["kind"] == "train"]
+    except slurm.SlurmUnavailable as exc:
+        raise UserError(f"cannot check for live jobs of {name}: {exc}") from None
+    after = f"afterok:{live_train[-1]['job_id']}" if live_train else None
+    if after is None and exp.sample.checkpoint in ("latest", "") and not read_pointer(paths.checkpoint_dir(name)):
+        raise UserError(f"no checkpoint of {name} in {paths.checkpoint_dir(name)}: make submit EXP={name} first")
+    folder = registry.logs_dir(name)
+    job = _submit(make_executor(exp, "sample", folder, after),
+                  SampleJob(exp.to_json(), current_roots(), exp.slurm.max_requeues), "sampling")
+    job_id = str(job.job_id)
+    registry.add(name, _entry(job_id, "sample", overrides, exp, after))
+    when = f"after training job {live_train[-1]['job_id']} succeeds" if after else "now"
+    out(f"submitted sampling job {job_id} for {name} ({exp.sample.sampler}, {exp.sample_steps} steps), runs {when}")
+    out(f"  follow: make status EXP={name}    logs: {_display(folder)}/{job_id}_0_log.out")
+    return job_id
+
+
+def cancel(name: str, out=print) -> list[str]:
+    try:
+        live = live_jobs(name)
+    except slurm.SlurmUnavailable as exc:
+        raise UserError(f"cannot list the jobs of {name}: {exc}") from None
+    if not live:
+        out(f"{name}: no live jobs")
+        return []
+    ids = _cancel(name, live)
+    listing = ", ".join(f"{j['kind']} {j['job_id']}" for j in live)
+    out(f"cancelled {listing} of {name} (a running training job saves "
+        f"a checkpoint first; make submit EXP={name} continues from it)")
+    return ids
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,416 @@
+"""The SLURM jobs of ``jobs/`` end to end on the real local cluster (tests/slurm/cluster.sh), through ``make``.
+
+Every test submits a tiny experiment (embedded digits, the two-layer conv net, 120 steps) with ``make submit`` into a
+temporary experiments/checkpoints root, interrupts it the way the cluster would, and checks the outcome on disk (the
+job's events.jsonl, its log, the checkpoints) and in sacct. The interrupted runs must end with weights that are
+``torch.equal`` to the uninterrupted reference run's. ``DDPM_HPC_STEP_DELAY`` slows the tiny runs down so that a
+test can interrupt them mid-run.
+
+The first tests (no ``slurm`` marker) check the sbatch parameters and the requeue logic without SLURM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = 120
+TINY = f"""\
+description: "SLURM test: digits, conv, {STEPS} steps"
+data: {{dataset: digits, batch_size: 16}}
+model: {{arch: conv}}
+diffusion: {{objective: ddpm, T: 50}}
+train: {{steps: {STEPS}, log_every: 10, checkpoint_every: 20, device: cpu}}
+sample: {{sampler: ddim, steps: 10, n: 16, trajectory: false}}
+"""
+# The local cluster: partition debug (pre-emptible), no QOS, no GPU for the low-priority jobs.
+LOCAL_CLUSTER = """\
+slurm:
+  partition: debug
+  qos: null
+  gres: null
+  gpus_per_node: 0
+  time_min: 10
+  sample_time_min: 10
+  mem_gb: 1.5
+  cpus_per_task: 1
+  signal_delay_s: 30
+  max_requeues: 5
+  setup: []
+"""
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+JOB_TIMEOUT = 240  # seconds; generous: the CI machine has 2 shared cores and each job start imports torch
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Without SLURM: sbatch parameters and the requeue decision
+
+
+def _experiment(name: str, overrides: list[str] | None = None, cluster: str | None = None, tmp_path=None):
+    from ddpm_hpc.config import load_experiment
+
+    if tmp_path is not None:
+        (tmp_path / f"{name}.yaml").write_text(TINY)
+        if cluster is not None:
+            (tmp_path / "_cluster.yaml").write_text(cluster)
+    return load_experiment(name, overrides)
+
+
+def test_sbatch_script_for_ncc_defaults(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    from jobs.executor import sbatch_script
+
+    monkeypatch.setenv("DDPM_HPC_EXPERIMENTS", str(tmp_path))
+    monkeypatch.delenv("DDPM_HPC_CLUSTER_CONFIG", raising=False)
+    (tmp_path / "_cluster.yaml").write_text((REPO / "experiments" / "_cluster.yaml").read_text())
+    exp = _experiment("ncc", tmp_path=tmp_path)
+    train = sbatch_script(exp, "train", tmp_path / "logs")
+    for line in ("--partition=ug-gpu-small", "--qos=short", "--gres=gpu:1", "--signal=USR2@120", "--requeue",
+                 "--time=120", "--mem=16G", "--cpus-per-task=4", "--open-mode=append"):
+        assert f"#SBATCH {line}\n" in train, line
+    assert "--gpus-per-node" not in train  # NCC style: --gres only, never both
+    assert "source /etc/profile" in train and "srun" in train
+    assert "--dependency" not in train
+    sample = sbatch_script(exp, "sample", tmp_path / "logs", "afterok:123")
+    assert "#SBATCH --dependency=afterok:123\n" in sample and "#SBATCH --kill-on-invalid-dep=yes\n" in sample
+    assert "#SBATCH --time=30\n" in sample
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["slurm.signal_delay_s=700", "slurm.time_min=20"], "more than half of slurm.time_min"),
+    (["slurm.signal_delay_s=5"], "at least 10 s"),
+    (["slurm.gres=gpu:ampere:2"], "one process on one GPU"),
+    (["slurm.nodes=2"], "single-node"),
+    (["slurm.additional={signal: USR1@60}"], "set by make submit itself"),
+])
+def test_slurm_config_refusals(tmp_path, monkeypatch, overrides, message):
+    from ddpm_hpc.errors import ConfigError
+    from jobs.executor import check_slurm_config
+
+    monkeypatch.setenv("DDPM_HPC_EXPERIMENTS", str(tmp_path))
+    monkeypatch.delenv("DDPM_HPC_CLUSTER_CONFIG", raising=False)
+    exp = _experiment("x", overrides, LOCAL_CLUSTER, tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        check_slurm_config(exp)
+
+
+class _FakeEnv:
+    def __init__(self, folder: Path):
+        self.job_id = "77"
+        self.paths = type("P", (), {"submitted_pickle": folder / "77_submitted.pkl"})()
+
+
+@pytest.mark.parametrize("restarts", [0, 3])
+def test_train_job_requeues_itself_with_a_fresh_job(tmp_path, monkeypatch, restarts):
+    """After USR2 the job dumps a stateless submission and runs scontrol requeue, until slurm.max_requeues."""
+    pytest.importorskip("submitit")
+    from ddpm_hpc.trainer import TrainOutcome
+    from jobs import tasks
+
+    exps = tmp_path / "exps"
+    exps.mkdir()
+    monkeypatch.setenv("DDPM_HPC_EXPERIMENTS", str(exps))
+    monkeypatch.delenv("DDPM_HPC_CLUSTER_CONFIG", raising=False)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", str(restarts))
+    monkeypatch.setattr(tasks.submitit, "JobEnvironment", lambda: _FakeEnv(tmp_path))
+    requeued = []
+    monkeypatch.setattr(tasks, "requeue", requeued.append)
+    monkeypatch.setattr("ddpm_hpc.pipeline.run_training",
+                        lambda exp, after_step=None: TrainOutcome("interrupted", 42, "SIGUSR2", tmp_path / "c"))
+    exp = _experiment("x", None, LOCAL_CLUSTER, exps)
+    job = tasks.TrainJob(exp.to_json(), tasks.current_roots(), max_requeues=3)
+    if restarts >= 3:
+        with pytest.raises(tasks.RequeueLimit, match="max_requeues=3"):
+            job()
+        assert requeued == [] and not (tmp_path / "77_submitted.pkl").exists()
+        events = [json.loads(ln) for ln in (tmp_path / "exps/x/logs/events.jsonl").read_text().splitlines()]
+        assert events[-1]["event"] == "failed" and "restarted 3 times" in events[-1]["message"]
+        return
+    with pytest.raises(SystemExit):
+        job()
+    assert requeued == ["77"]
+    data = (tmp_path / "77_submitted.pkl").read_bytes()
+    assert len(data) < 20_000  # a config and a few paths: no tensors
+    delayed = pickle.loads(data)
+    fresh = delayed.function
+    assert isinstance(fresh, tasks.TrainJob) and fresh is not job
+    assert vars(fresh) == vars(job) and delayed._timeout_countdown == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The real cluster
+
+
+@dataclass
+class Lab:
+    root: Path
+    env: dict
+
+    @property
+    def exps(self) -> Path:
+        return self.root / "experiments"
+
+    @property
+    def ckpts(self) -> Path:
+        return self.root / "checkpoints"
+
+    def write_experiment(self, name: str, text: str = TINY) -> None:
+        (self.exps / f"{name}.yaml").write_text(text)
+
+    def make(self, target: str, exp: str | None = None, set_: str | None = None, check: bool = True,
+             step_delay: float = 0.1, **extra) -> subprocess.CompletedProcess:
+        args = ["make", "-s", "-C", str(REPO), target]
+        if exp:
+            args.append(f"EXP={exp}")
+        if set_:
+            args.append(f"SET={set_}")
+        args += [f"{k}={v}" for k, v in extra.items()]
+        env = {**self.env, "DDPM_HPC_STEP_DELAY": str(step_delay)}
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def submit(self, name: str, set_: str | None = None, step_delay: float = 0.1) -> tuple[str, str]:
+        self.write_experiment(name)
+        proc = self.make("submit", name, set_, step_delay=step_delay)
+        assert f"submitted {name}: training job" in proc.stdout, proc.stdout
+        jobs = self.jobs(name)
+        assert [j["kind"] for j in jobs] == ["train", "sample"] and jobs[1]["after"] == f"afterok:{jobs[0]['job_id']}"
+        return jobs[0]["job_id"], jobs[1]["job_id"]
+
+    def jobs(self, name: str) -> list[dict]:
+        return json.loads((self.exps / name / "jobs.json").read_text())["jobs"]
+
+    def events(self, name: str, kind: str = "train") -> list[dict]:
+        path = self.exps / name / "logs" / "events.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [e for e in map(json.loads, lines) if e["kind"] == kind]
+
+    def step(self, name: str) -> int:
+        path = self.exps / name / "metrics.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return json.loads(lines[-1])["step"] if lines else 0
+
+    def log(self, name: str, job_id: str) -> str:
+        folder = self.exps / name / "logs"
+        return "".join(p.read_text() for p in (folder / f"{job_id}_0_log.out", folder / f"{job_id}_0_log.err")
+                       if p.exists())
+
+    def final_tensors(self, name: str) -> dict:
+        from safetensors.torch import load_file
+
+        pointer = json.loads((self.ckpts / name / "latest.json").read_text())
+        assert pointer["step"] == STEPS, pointer
+        return load_file(self.ckpts / name / pointer["file"])
+
+
+def final_state(cluster, job_id: str) -> str | None:
+    states = cluster.sacct_states(job_id)
+    last = states[-1].split()[0] if states else None
+    return last if last in FINAL else None
+
+
+def wait_final(cluster, job_id: str, timeout: float = JOB_TIMEOUT) -> str:
+    return cluster.wait_for(lambda: final_state(cluster, job_id), timeout, f"job {job_id} to end")
+
+
+def wait_step(cluster, lab: Lab, name: str, step: int) -> int:
+    return cluster.wait_for(lambda: lab.step(name) >= step and lab.step(name), JOB_TIMEOUT,
+                            f"{name} to reach step {step}", interval=0.1)
+
+
+def assert_same_weights(lab: Lab, name: str, reference: dict) -> None:
+    import torch
+
+    ours = lab.final_tensors(name)
+    assert ours.keys() == reference.keys()
+    differ = [k for k in reference if not k.startswith("rng.") and not torch.equal(ours[k], reference[k])]
+    assert not differ, f"{name}: tensors differ from the uninterrupted run: {differ[:5]}"
+
+
+def assert_resumed_where_it_stopped(lab: Lab, name: str, job_id: str, stop_events=("requeued",)) -> list[int]:
+    """Every restart begins at the step the previous run saved (events written by the job itself and the
+    trainer's own 'resuming ... (step N/...)' log line), and the last run finishes."""
+    events = lab.events(name)
+    starts = [e for e in events if e["event"] == "start"]
+    stops = [e for e in events if e["event"] in stop_events]
+    assert len(starts) == len(stops) + 1 >= 2, events
+    for stop, start in zip(stops, starts[1:]):
+        assert start["step"] == stop["step"] > 0, events
+        assert f"resuming {name} from " in lab.log(name, job_id) and f"(step {stop['step']}/{STEPS})" in \
+            lab.log(name, job_id)
+    assert [e["restart"] for e in starts] == list(range(len(starts)))
+    assert events[-1]["event"] == "finished" and events[-1]["step"] == STEPS, events
+    return [s["step"] for s in stops]
+
+
+def assert_sampled_once(cluster, lab: Lab, name: str, sample_id: str) -> None:
+    assert wait_final(cluster, sample_id) == "COMPLETED", lab.log(name, sample_id)
+    grids = list((lab.exps / name / "samples").glob(f"step{STEPS:07d}-ddim10-*.png"))
+    assert len(grids) == 1, grids
+    assert [e["event"] for e in lab.events(name, "sample")] == ["start", "finished"]
+    cluster.wait_for(lambda: cluster.sacct_states(sample_id) == ["COMPLETED"], 15, f"sacct of {sample_id}")
+
+
+@pytest.fixture(scope="module")
+def lab(slurm_cluster, tmp_path_factory) -> Lab:
+    root = tmp_path_factory.mktemp("slurm-lab")
+    (root / "experiments").mkdir()
+    (root / "experiments" / "_cluster.yaml").write_text(LOCAL_CLUSTER)
+    env = {**os.environ, "DDPM_HPC_EXPERIMENTS": str(root / "experiments"),
+           "DDPM_HPC_CHECKPOINTS": str(root / "checkpoints"), "DDPM_HPC_DATA": str(root / "data"),
+           "DDPM_HPC_CLUSTER_CONFIG": str(root / "experiments" / "_cluster.yaml"),
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return Lab(root, env)
+
+
+@pytest.fixture(scope="module")
+def reference(slurm_cluster, lab) -> dict:
+    """(1) An uninterrupted run and its chained sampling job; its final tensors are the reference."""
+    train_id, sample_id = lab.submit("reference")
+    assert wait_final(slurm_cluster, train_id) == "COMPLETED", lab.log("reference", train_id)
+    assert_sampled_once(slurm_cluster, lab, "reference", sample_id)
+    return {"tensors": lab.final_tensors("reference"), "train": train_id, "sample": sample_id}
+
+
+@pytest.mark.slurm
+def test_run_to_the_end_then_sampling_job_writes_the_grid(slurm_cluster, lab, reference):
+    assert slurm_cluster.sacct_states(reference["train"]) == ["COMPLETED"]
+    events = lab.events("reference")
+    assert [e["event"] for e in events] == ["start", "finished"]
+    status = lab.make("status", "reference").stdout
+    assert f"train {reference['train']} COMPLETED" in status and f"step {STEPS}/{STEPS}" in status, status
+    assert f"sample {reference['sample']} COMPLETED" in status, status
+    assert (lab.exps / "reference" / "submitted_config.yaml").is_file()
+    logs = lab.make("logs", "reference").stdout
+    assert f"{reference['sample']}_0_log.out" in logs and "Job completed successfully" in logs
+
+
+@pytest.mark.slurm
+def test_usr2_checkpoints_requeues_and_resumes_at_the_same_step(slurm_cluster, lab, reference):
+    train_id, sample_id = lab.submit("usr2")
+    # a second submit while the first is live is refused: two jobs must never write the same checkpoints
+    again = lab.make("submit", "usr2", check=False)
+    assert again.returncode != 0 and "already has live jobs" in again.stderr, again.stderr
+    wait_step(slurm_cluster, lab, "usr2", 40)
+    subprocess.run(["scancel", "--signal=USR2", train_id], check=True, timeout=30)
+    assert wait_final(slurm_cluster, train_id) == "COMPLETED", lab.log("usr2", train_id)
+    (stopped_at,) = assert_resumed_where_it_stopped(lab, "usr2", train_id)
+    assert 40 <= stopped_at < STEPS
+    assert f"SIGUSR2 received: saved step {stopped_at}" in lab.log("usr2", train_id)
+    slurm_cluster.wait_for(lambda: slurm_cluster.sacct_states(train_id) == ["REQUEUED", "COMPLETED"], 15,
+                           f"sacct -D of {train_id}")
+    assert_sampled_once(slurm_cluster, lab, "usr2", sample_id)
+    assert_same_weights(lab, "usr2", reference["tensors"])
+
+
+@pytest.mark.slurm
+def test_partition_preemption_by_a_gpu_job(slurm_cluster, lab, reference):
+    train_id, sample_id = lab.submit("preempt")
+    wait_step(slurm_cluster, lab, "preempt", 40)
+    cpus = subprocess.run(["sinfo", "-h", "-n", slurm_cluster.node, "-o", "%c"], capture_output=True, text=True,
+                          check=True, timeout=30).stdout.split()[0]
+    high = subprocess.run(["sbatch", "--parsable", "-p", "gpu", "--gres=gpu:1", "-c", cpus, "--mem=100M",
+                           "-o", "/dev/null", "--wrap", "sleep 2"],
+                          capture_output=True, text=True, check=True, timeout=30).stdout.strip().split(";")[0]
+    assert wait_final(slurm_cluster, high) == "COMPLETED"
+    assert wait_final(slurm_cluster, train_id) == "COMPLETED", lab.log("preempt", train_id)
+    (stopped_at,) = assert_resumed_where_it_stopped(lab, "preempt", train_id)
+    assert f"SIGUSR2 received: saved step {stopped_at}" in lab.log("preempt", train_id)
+    states = slurm_cluster.sacct_states(train_id)
+    assert states[-1] == "COMPLETED" and states[0] in ("REQUEUED", "PREEMPTED"), states
+    assert_sampled_once(slurm_cluster, lab, "preempt", sample_id)
+    assert_same_weights(lab, "preempt", reference["tensors"])
+
+
+@pytest.mark.slurm
+def test_scontrol_requeue_resumes_from_the_checkpoint_on_disk(slurm_cluster, lab, reference):
+    """No USR2 and no checkpoint(): the re-run loads the original pickle and finds its place from the files."""
+    train_id, sample_id = lab.submit("requeue")
+    pickle_file = lab.exps / "requeue" / "logs" / f"{train_id}_submitted.pkl"
+    original = pickle_file.read_bytes()
+    wait_step(slurm_cluster, lab, "requeue", 40)
+    periodic = json.loads((lab.ckpts / "requeue" / "latest.json").read_text())["step"]
+    subprocess.run(["scontrol", "requeue", train_id], check=True, timeout=30)
+    assert wait_final(slurm_cluster, train_id) == "COMPLETED", lab.log("requeue", train_id)
+    # SLURM sends SIGTERM before killing the step: the trainer saves at the step boundary if it can, and the job
+    # exits without requeueing itself (SLURM does that); otherwise the last periodic checkpoint is used.
+    events = lab.events("requeue")
+    starts = [e for e in events if e["event"] == "start"]
+    assert len(starts) == 2 and starts[1]["restart"] == 1, events
+    resumed = starts[1]["step"]
+    assert resumed >= periodic >= 40, (resumed, periodic)
+    assert f"resuming requeue from " in lab.log("requeue", train_id)
+    assert f"(step {resumed}/{STEPS})" in lab.log("requeue", train_id)
+    assert not [e for e in events if e["event"] == "requeued"], events  # the job did not requeue itself
+    assert "Calling checkpoint method" not in lab.log("requeue", train_id)
+    assert pickle_file.read_bytes() == original  # nothing carried state in the pickle
+    slurm_cluster.wait_for(lambda: slurm_cluster.sacct_states(train_id) == ["REQUEUED", "COMPLETED"], 15,
+                           f"sacct -D of {train_id}")
+    assert_sampled_once(slurm_cluster, lab, "requeue", sample_id)
+    assert_same_weights(lab, "requeue", reference["tensors"])
+
+
+@pytest.mark.slurm
+def test_time_limit_shorter_than_the_run_requeues_until_finished(slurm_cluster, lab, reference):
+    # 1-minute limit, USR2 15 s before it (Slurm sends it 0-30 s earlier still); ~50 s of training at 0.35 s/step
+    train_id, sample_id = lab.submit("timelimit", "slurm.time_min=1 slurm.signal_delay_s=15", step_delay=0.35)
+    assert wait_final(slurm_cluster, train_id, 2 * JOB_TIMEOUT) == "COMPLETED", lab.log("timelimit", train_id)
+    stops = assert_resumed_where_it_stopped(lab, "timelimit", train_id)
+    assert len(stops) >= 1 and stops == sorted(stops)
+    states = slurm_cluster.sacct_states(train_id)
+    assert states == ["REQUEUED"] * len(stops) + ["COMPLETED"], states
+    assert "TIMEOUT" not in states
+    assert_sampled_once(slurm_cluster, lab, "timelimit", sample_id)
+    assert_same_weights(lab, "timelimit", reference["tensors"])
+
+
+@pytest.mark.slurm
+def test_failed_job_shows_reason_and_sampling_never_runs(slurm_cluster, lab):
+    lab.write_experiment("broken", TINY.replace("dataset: digits,", "dataset: mnist, root: /nonexistent/ddpm-data,"))
+    proc = lab.make("submit", "broken")
+    assert "does not exist here" in proc.stderr  # a warning only: the compute nodes might see other paths
+    train_id, sample_id = (j["job_id"] for j in lab.jobs("broken"))
+    assert wait_final(slurm_cluster, train_id) == "FAILED"
+    assert wait_final(slurm_cluster, sample_id) == "CANCELLED"
+    status = slurm_cluster.wait_for(lambda: (s := lab.make("status", "broken").stdout) and "FAILED" in s and s,
+                                    15, "make status to show FAILED")
+    line = [ln for ln in status.splitlines() if ln.startswith("broken")]
+    assert len(line) == 1, status
+    assert f"train {train_id} FAILED: DatasetMissing: mnist dataset not found in /nonexistent/ddpm-data" in line[0]
+    assert f"sample {sample_id} CANCELLED (not run" in line[0]
+    assert not (lab.exps / "broken" / "logs" / f"{sample_id}_0_log.out").exists()
+    assert lab.events("broken", "sample") == []
+    assert not (lab.exps / "broken" / "samples").exists()
+
+
+@pytest.mark.slurm
+def test_sample_alone_and_cancel(slurm_cluster, lab, reference):
+    # make sample: another sampler setting on the finished reference checkpoint
+    proc = lab.make("sample", "reference", "sample.steps=5")
+    job_id = lab.jobs("reference")[-1]["job_id"]
+    assert f"submitted sampling job {job_id}" in proc.stdout and "runs now" in proc.stdout
+    assert wait_final(slurm_cluster, job_id) == "COMPLETED", lab.log("reference", job_id)
+    assert list((lab.exps / "reference" / "samples").glob(f"step{STEPS:07d}-ddim5-*.png"))
+    # make cancel: the running trainer saves on SIGTERM; the chained sampling job goes too
+    train_id, sample_id = lab.submit("cancelled")
+    wait_step(slurm_cluster, lab, "cancelled", 20)
+    proc = lab.make("cancel", "cancelled")
+    assert f"train {train_id}" in proc.stdout and f"sample {sample_id}" in proc.stdout
+    assert wait_final(slurm_cluster, train_id) == "CANCELLED"
+    assert wait_final(slurm_cluster, sample_id) == "CANCELLED"
+    slurm_cluster.wait_for(lambda: [e["event"] for e in lab.events("cancelled")][-1:] == ["stopped"], 30,
+                           "the trainer to save on SIGTERM")
+    saved = lab.events("cancelled")[-1]["step"]
+    assert json.loads((lab.ckpts / "cancelled" / "latest.json").read_text())["step"] == saved >= 20
+    assert "no live jobs" in lab.make("cancel", "cancelled").stdout
+    assert "CANCELLED" in lab.make("status", "cancelled").stdout
