@@ -14,16 +14,18 @@ EXIT_INTERRUPTED = 3  # training stopped by a signal after saving a checkpoint; 
 
 
 def cmd_train(args) -> int:
+    exp = load_experiment(args.experiment, args.overrides)  # first: a bad name or file fails without importing torch
     from .pipeline import run_training
 
-    outcome = run_training(load_experiment(args.experiment, args.overrides))
+    outcome = run_training(exp)
     return 0 if outcome.status == "finished" else EXIT_INTERRUPTED
 
 
 def cmd_sample(args) -> int:
+    exp = load_experiment(args.experiment, args.overrides)
     from .pipeline import run_sampling
 
-    run_sampling(load_experiment(args.experiment, args.overrides))
+    run_sampling(exp)
     return 0
 
 

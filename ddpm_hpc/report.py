@@ -149,7 +149,7 @@ def _read_lines(path: Path) -> list[str]:
         return []
 
 
-def _jobs(name: str, previous: dict) -> list[dict]:
+def _jobs(name: str, previous: dict, live_states: bool = True) -> list[dict]:
     """``jobs.json`` (written by ``jobs/`` at submission) with each job's state, from the best source here: sacct
     (on the cluster), the entry itself (state, cancelled_at), the job's own events, or the last snapshot."""
     raw = _read_json(paths.experiment_dir(name) / "jobs.json", [])
@@ -160,7 +160,11 @@ def _jobs(name: str, previous: dict) -> list[dict]:
     for j in jobs:
         j["job_id"] = str(j["job_id"])
         j["submitted"] = j.get("submitted") or j.get("submitted_at") or ""
-    live = _sacct_states([j["job_id"] for j in jobs])
+    if live_states:
+        live = _sacct_states([j["job_id"] for j in jobs])
+    else:  # the index: what the experiment's own page saw in sacct, without asking again
+        live = {str(j.get("job_id")): j.get("state") for j in previous.get("jobs", [])
+                if isinstance(j, dict) and j.get("state_source") == "sacct"}
     events = _events(name)
     before = {str(j.get("job_id")): j.get("state") for j in previous.get("jobs", []) if isinstance(j, dict)}
     for j in jobs:
@@ -238,7 +242,7 @@ def _duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def collect(name: str) -> dict:
+def collect(name: str, live_states: bool = True) -> dict:
     """Everything the page shows, as plain JSON-able data (also written to ``report.json``)."""
     folder = paths.experiment_dir(name)
     previous = _read_json(folder / SNAPSHOT, {}) or {}
@@ -264,7 +268,8 @@ def collect(name: str) -> dict:
         "experiment": name, "description": cfg.get("description", ""), "config": cfg, "status": status,
         "steps_done": done, "steps_total": total, "loss": last.get("loss"), "loss_smooth": last.get("loss_smooth"),
         "img_per_s": last.get("img_per_s"), "train_seconds": last.get("wall_seconds"),
-        "metrics_updated": _iso(updated) if updated else None, "checkpoint": ckpt, "jobs": _jobs(name, previous),
+        "metrics_updated": _iso(updated) if updated else None, "checkpoint": ckpt,
+        "jobs": _jobs(name, previous, live_states),
         "samples": _samples(name), "evals": _evals(name),
         "rendered": _iso(time.time()), "rendered_on": socket.gethostname(),
     }
@@ -550,7 +555,7 @@ def _index_row(name: str, root: Path) -> str:
     if not folder.is_dir():
         return (f"<tr><td>{_e(name)}</td><td><span class='badge stop'>not run</span></td><td></td><td></td>"
                 f"<td></td><td></td></tr>")
-    d = collect(name)
+    d = collect(name, live_states=False)
     page = f"{quote(name)}/{PAGE}"
     link = f'<a href="{_e(page)}">{_e(name)}</a>' if (folder / PAGE).is_file() else _e(name)
     finals = [s for s in d["samples"] if not s["preview"]] or d["samples"]

@@ -29,11 +29,12 @@ PYTHON = sys.executable
 EXP = "tiny"
 
 # A seed U-Net small enough for ~20 ms steps on one busy CPU core, with EMA, so every kind of state is exercised.
+# Checkpoints (every 3 steps) fall inside metrics windows (every 2), so the partial window must survive a restart.
 TINY = {
     "data": {"dataset": "digits", "batch_size": 8},
     "model": {"arch": "seed_unet", "channels": [8, 8, 16, 16, 16]},
     "diffusion": {"T": 50},
-    "train": {"steps": 24, "lr": 0.001, "ema_decay": 0.9, "log_every": 1, "checkpoint_every": 2,
+    "train": {"steps": 24, "lr": 0.001, "ema_decay": 0.9, "log_every": 2, "checkpoint_every": 3,
               "checkpoint_minutes": 0, "keep_checkpoints": 3, "device": "cpu"},
 }
 
@@ -89,13 +90,15 @@ def start_cli(root: Path, *args: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
 
 
-def signal_at_step(proc: subprocess.Popen, step: int, sig: int, timeout: float = 300) -> tuple[int, str]:
-    """Send ``sig`` as soon as the run has logged step ``step`` (``log_every=1``: one line per step); wait for it
-    to end. Returns (exit code, everything it printed)."""
+def signal_at_step(proc: subprocess.Popen, step: int, sig: int, delay: float = 0.0,
+                   timeout: float = 300) -> tuple[int, str]:
+    """Send ``sig`` ``delay`` seconds after the run has logged a step >= ``step`` (so it lands anywhere in the
+    following steps or checkpoint writes); wait for the process to end. Returns (exit code, everything it printed)."""
     out, sent, deadline = [], False, time.monotonic() + timeout
     for line in proc.stdout:
         out.append(line)
         if not sent and line.startswith("step ") and int(line.split()[1].split("/")[0]) >= step:
+            time.sleep(delay)
             proc.send_signal(sig)
             sent = True
         if time.monotonic() > deadline:

@@ -31,7 +31,7 @@ from ddpm_hpc.trainer import train
 torch.set_num_threads(1)  # two shared CPU cores
 
 GOLDEN_STEPS = 6
-GOLDEN = {**TINY, "train": {**TINY["train"], "steps": GOLDEN_STEPS}}
+GOLDEN = {**TINY, "train": {**TINY["train"], "steps": GOLDEN_STEPS, "checkpoint_every": 2, "keep_checkpoints": 3}}
 
 
 # -- no pickle anywhere ---------------------------------------------------------------------------------------------
@@ -320,7 +320,7 @@ def test_changed_lr_applies_after_resume(golden, tmp_path):
 
 
 def test_switching_ema_on_mid_run_resumes_instead_of_starting_over(tmp_path):
-    no_ema = {**TINY, "train": {**TINY["train"], "steps": 2, "ema_decay": 0.0}}
+    no_ema = {**GOLDEN, "train": {**GOLDEN["train"], "steps": 2, "ema_decay": 0.0}}
     write_experiment(tmp_path, config=no_ema)
     with roots(tmp_path):
         train(load_experiment(EXP), log_fn=lambda _: None)

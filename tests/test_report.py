@@ -4,6 +4,7 @@ headless Chromium (Debian's ``chromium``, installed by ``.ci/run``) to check tha
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -144,6 +145,30 @@ def test_jobs_eval_and_cli(run, capsys):
         shutil.rmtree(folder / "eval")
         shutil.rmtree(folder / "logs")
         report.render("all")
+
+
+def test_job_states_from_sacct_then_from_the_snapshot(tmp_path, monkeypatch):
+    """On the cluster sacct gives the states; the index and a page re-rendered without sacct reuse them."""
+    folder = tmp_path / "experiments" / "x"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"train": {"steps": 100}}))
+    (folder / "jobs.json").write_text(json.dumps({"jobs": [{"kind": "train", "job_id": "77"},
+                                                           {"kind": "sample", "job_id": "78"}]}))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sacct = bin_dir / "sacct"
+    sacct.write_text("#!/bin/sh\necho '77|RUNNING'\necho '78|CANCELLED by 1000'\n")
+    sacct.chmod(0o755)
+    monkeypatch.setenv("DDPM_HPC_EXPERIMENTS", str(tmp_path / "experiments"))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    report.render("x")
+    states = {j["job_id"]: (j["state"], j["state_source"]) for j in
+              json.loads((folder / "report.json").read_text())["jobs"]}
+    assert states == {"77": ("RUNNING", "sacct"), "78": ("CANCELLED", "sacct")}
+    assert "train 77: RUNNING" in (tmp_path / "experiments" / "index.html").read_text()
+    sacct.unlink()  # e.g. re-rendered on a laptop after make pull
+    text = report.render_experiment("x").read_text()
+    assert "RUNNING" in text and "last seen" in text
 
 
 def test_rendered_after_pull_without_checkpoints(run, tmp_path, monkeypatch):

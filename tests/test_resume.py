@@ -68,13 +68,13 @@ def test_sigkill_anywhere_then_resume_is_bitwise_identical(tmp_path, reference, 
     # External SIGKILLs at random steps (with checkpoint_every=2 some land inside a save), and SIGKILLs from inside
     # the write path: halfway through the temporary checkpoint file, between its rename and the pointer update, and
     # halfway through the temporary latest.json.
-    plan = ["kill", "tmp:2", "kill", "renamed:1", "pointer:2", "kill"]
+    plan = ["kill", "tmp:2", "kill", "renamed:1", "pointer:2", "kill"]  # ends well before STEPS
     for i, action in enumerate(plan):
         before = _progress(tmp_path)
         if action == "kill":
-            target = min(before + rng.randint(1, 4), STEPS - 2)
+            target = min(before + rng.randint(1, 5), STEPS - 4)
             proc = start_cli(tmp_path, "train", EXP)
-            rc, out = signal_at_step(proc, target, signal.SIGKILL)
+            rc, out = signal_at_step(proc, target, signal.SIGKILL, delay=rng.uniform(0, 0.08))
         else:
             result = run_cli(tmp_path, "train", EXP, crash=action)
             rc, out = result.returncode, result.stdout + result.stderr
@@ -96,8 +96,9 @@ def test_sigkill_anywhere_then_resume_is_bitwise_identical(tmp_path, reference, 
     assert result.returncode == 0, f"{what}:\n{result.stdout}{result.stderr}"
     assert "Traceback" not in result.stderr
     _assert_matches_reference(tmp_path, reference, what)
+    every = TINY["train"]["checkpoint_every"]
     assert sorted(folder.glob("step-*.safetensors")) == [folder / f"step-{s:09d}.safetensors"
-                                                         for s in range(STEPS - 2 * (KEEP - 1), STEPS + 1, 2)]
+                                                         for s in range(STEPS - every * (KEEP - 1), STEPS + 1, every)]
     assert not list(folder.glob(".*.tmp-*")), "temporary files of killed writers were not cleaned up"
 
 
@@ -107,8 +108,8 @@ def test_stop_signals_save_at_a_step_boundary_and_resume_exactly(tmp_path, refer
     folder = ckpt_dir(tmp_path)
     stopped = 0
     for sig in (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT):
-        target = min(stopped + rng.randint(1, 5), STEPS - 3)
-        rc, out = signal_at_step(start_cli(tmp_path, "train", EXP), target, sig)
+        target = min(stopped + rng.randint(1, 5), STEPS - 4)
+        rc, out = signal_at_step(start_cli(tmp_path, "train", EXP), target, sig, delay=rng.uniform(0, 0.08))
         where = f"{what}, {sig.name} after step {target}"
         assert rc == EXIT_INTERRUPTED, f"{where}: exit {rc}\n{out}"
         assert "Traceback" not in out, f"{where}:\n{out}"
@@ -120,8 +121,8 @@ def test_stop_signals_save_at_a_step_boundary_and_resume_exactly(tmp_path, refer
         assert match.group(2) == str(folder / f"step-{step:09d}.safetensors")
         tensors, metadata, pointer = latest(tmp_path)
         assert pointer["step"] == step and metadata["step"] == str(step) and int(tensors["data.next_step"]) == step
-        assert metrics_lines(tmp_path)[-1]["step"] == step, f"{where}: trained past the step it saved"
-        assert not re.search(rf"^step +{step + 1}/", out, re.M), f"{where}: trained past the step it saved"
+        logged = [int(m) for m in re.findall(r"^step +(\d+)/", out, re.M)]
+        assert max(logged) <= step and metrics_lines(tmp_path)[-1]["step"] <= step, f"{where}: trained past {step}"
         stopped = step
     result = run_cli(tmp_path, "train", EXP)
     assert result.returncode == 0, result.stdout + result.stderr
