@@ -350,8 +350,6 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
                 say(f"{stop.received or 'stop'} received: saved step {step} to {saved}; run the same command "
                     f"again to continue")
                 return TrainOutcome("interrupted", step, stop.received or "peer", saved)
-    if progress and run.step == exp.train.steps and not progress.enabled:
-        pass
     say(f"finished {exp.name} at step {run.step} ({format_seconds(run.wall_seconds)} of training)")
     if saved is None and ctx.is_main:  # already complete when started: nothing new to save
         saved = checkpoint.load_latest(paths.checkpoint_dir(exp.name), warn=say).path

@@ -106,7 +106,7 @@ def test_valid_file_and_frozen(root):
     assert exp.sample_steps == 5
 
 
-# --- one line per mistake, naming the file and the key ------------------------------------------------------------------
+# --- one line per mistake, naming the file and the key -------------------------------------------------------------
 
 def test_unknown_key_suggests_the_closest(root):
     path = write(root, "bad", with_change("train", step=5))
