@@ -75,8 +75,8 @@ sample:
 	$(CLI) submit-sample $(EXP) $(SET)
 
 test-slurm:
-	bash tests/slurm/cluster.sh up
-	$(PY) -m pytest -q -m slurm tests/slurm; rc=$$?; bash tests/slurm/cluster.sh down; exit $$rc
+	bash tests/slurm/cluster.sh up && $(PY) -m pytest -q -m slurm tests/slurm; \
+	rc=$$?; bash tests/slurm/cluster.sh down; exit $$rc
 
 # Results (docs/results.md): make report [EXP=name]   make pull EXP=<name>|all [CKPT=1]  (REMOTE in .env)
 .PHONY: pull report

@@ -1,10 +1,21 @@
 """Side-by-side speed benchmark: this toolkit's trainer against a faithful copy of the practical's loop.
 
-    python benchmarks/bench.py [--device cpu|cuda] [--quick] [--json]
+    python benchmarks/bench.py [--device cpu|cuda] [--quick] [--json] [--loss-steps 2500]   (or: make bench)
 
-Everything runs in one process, one after the other, on the same generated MNIST-format files and the same model,
-so the ratios are fair even on a busy shared machine. Each measurement: warm-up steps, then several timed repeats;
-the median is reported. Results are printed as a table and written to benchmarks/results/<host>-<date>.json.
+Everything runs in one process on the same generated MNIST-format files and the same model (the seed U-Net,
+``ModelConfig()`` defaults), so the ratios are fair even on a busy shared machine: the training variants are timed
+round-robin (repeat 1 of every variant, then repeat 2 of every variant, ...), so a burst of load from another
+process hits all of them alike. Each measurement: warm-up steps (they include torch.compile's compilation), then
+several timed repeats; the median is reported. Sections:
+
+- training: images/s of the practical's loop and of the toolkit's ``Run.train_step`` (plus the per-step bookkeeping of
+  ``train()``) with each fast path alone and together, at batch 16 and larger batches;
+- loss (``--loss-steps N``): the plain fp32 path and the fast path trained N steps each from the same seed
+  (interleaved step by step), their smoothed losses (the practical's 0.99/0.01 average) compared at step N;
+- sampling: images/s and network evaluations per image of DDPM-400, DDIM-100/50, Euler and Heun, CFG;
+- checkpoint: save and load time and their share of training time at the default cadence.
+
+It prints a table and writes everything as JSON to benchmarks/results/<host>-<date>.json (``--json``: also stdout).
 """
 
 from __future__ import annotations
@@ -32,9 +43,32 @@ from fixtures import write_mnist  # noqa: E402  (real IDX files, as torchvision 
 from ddpm_hpc import checkpoint  # noqa: E402
 from ddpm_hpc.config import DataConfig, DiffusionConfig, Experiment, ModelConfig, TrainConfig  # noqa: E402
 from ddpm_hpc.models import build_model  # noqa: E402
-from ddpm_hpc.samplers import SAMPLERS, network_evaluations  # noqa: E402
+from ddpm_hpc.samplers import SAMPLERS, guided, network_evaluations  # noqa: E402
 from ddpm_hpc.schedules import linear_schedule  # noqa: E402
-from ddpm_hpc.trainer import Run  # noqa: E402
+from ddpm_hpc.trainer import Run, autocast_dtype  # noqa: E402
+
+# The toolkit's training variants: TrainConfig options on top of PLAIN, the path without any fast path
+# (fp32, NCHW, eager, Adam's per-parameter loop: what the practical's loop runs, minus its data pipeline).
+PLAIN = {"precision": "fp32", "channels_last": False, "compile": False, "adam": "for-loop"}
+VARIANTS = {
+    "plain": {},
+    "fused-adam": {"adam": "fused"},
+    "foreach-adam": {"adam": "foreach"},
+    "channels-last": {"channels_last": True},
+    "bf16": {"precision": "bf16"},
+    "bf16+cl": {"precision": "bf16", "channels_last": True},
+    "compile": {"compile": True},
+    "compile+fused": {"compile": True, "adam": "fused"},
+    "compile+cl+fused": {"compile": True, "channels_last": True, "adam": "fused"},
+    "compile+bf16+cl+fused": {"compile": True, "precision": "bf16", "channels_last": True, "adam": "fused"},
+    "compile-cudagraphs": {"compile": True, "compile_mode": "reduce-overhead"},
+    "1-thread": {"threads": 1},
+    "defaults": None,  # TrainConfig() as shipped: what a user gets without touching any option
+}
+CPU_SET = ["plain", "fused-adam", "foreach-adam", "channels-last", "bf16", "bf16+cl", "compile+fused", "defaults"]
+CPU_LARGE_SET = ["plain", "defaults", "compile+fused"]
+CUDA_SET = ["plain", "fused-adam", "channels-last", "bf16", "bf16+cl", "compile", "compile-cudagraphs", "defaults"]
+PEAK_BF16_TFLOPS = {"H200": 790.0, "H100": 790.0}  # the issue's figure for the H200's dense bf16 peak
 
 
 def sync(device):
@@ -42,16 +76,67 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timed(fn, device, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(f for f in line.split(":", 1)[1].split() if "bf16" in f or "amx" in f or f == "avx512f")
+    except OSError:
+        pass
+    return []
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+class Threads:
+    """Run with ``n`` intra-op threads (None: leave as is), restoring the previous count afterwards."""
+
+    def __init__(self, n):
+        self.n, self.before = n, None
+
+    def __enter__(self):
+        if self.n:
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        if self.before:
+            torch.set_num_threads(self.before)
+
+
+def round_robin(fns: dict, device, warmup: int, repeats: int, log=print) -> dict[str, list[float]]:
+    """Warm every function up, then time repeat r of each before repeat r+1 of any."""
+    for name, (fn, threads) in fns.items():
         t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
+        with Threads(threads):
+            for _ in range(warmup):
+                fn()
+            sync(device)
+        log(f"    warm-up {name}: {time.perf_counter() - t0:.1f} s")
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, (fn, threads) in fns.items():
+            with Threads(threads):
+                sync(device)
+                t0 = time.perf_counter()
+                fn()
+                sync(device)
+                times[name].append(time.perf_counter() - t0)
     return times
 
 
@@ -76,7 +161,7 @@ def practical_loop(data_root: Path, device, batch: int, steps_per_repeat: int):
     torch.manual_seed(0)
     net = build_model(ModelConfig(), 10).to(device)
     optim = torch.optim.Adam(net.parameters(), lr=1e-4)
-    state = {"loss_smooth": 1.0}
+    state = {"loss_smooth": None, "losses": []}
 
     def run():
         for _ in range(steps_per_repeat):
@@ -89,99 +174,225 @@ def practical_loop(data_root: Path, device, batch: int, steps_per_repeat: int):
             optim.zero_grad()
             loss.backward()
             optim.step()
-            state["loss_smooth"] += 0.01 * (loss.item() - state["loss_smooth"])
+            value = loss.item()
+            state["losses"].append(value)
+            smooth = state["loss_smooth"]
+            state["loss_smooth"] = value if smooth is None else smooth + 0.01 * (value - smooth)
 
+    run.state = state
     return run
 
 
-def toolkit_loop(data_root: Path, device, batch: int, steps_per_repeat: int, **train_options):
+def toolkit_options(variant: str) -> tuple[dict, int | None]:
+    options = VARIANTS[variant]
+    if options is None:
+        return {}, None
+    options = {**PLAIN, **options}
+    return {k: v for k, v in options.items() if k != "threads"}, options.get("threads")
+
+
+def toolkit_run(data_root: Path, device, batch: int, **train_options) -> Run:
     exp = Experiment(
         name="bench", data=DataConfig(dataset="mnist", root=str(data_root), batch_size=batch),
         model=ModelConfig(), diffusion=DiffusionConfig(),
         train=TrainConfig(steps=10**9, device=str(device), **train_options))
-    run = Run(exp, log_fn=lambda *_: None)
+    return Run(exp, log_fn=lambda msg: print(f"    {msg}", flush=True))
+
+
+def toolkit_loop(run: Run, steps_per_repeat: int):
+    """``Run.train_step`` with the per-step bookkeeping of ``train()`` (loss sum and smoothed loss on the device)."""
+    run.model.train()
 
     def step():
         for _ in range(steps_per_repeat):
-            run.train_step()
+            loss = run.train_step()
+            run.loss_sum += loss.float()
+            if run.step == 1:
+                run.loss_smooth = loss.float().clone()
+            run.loss_smooth += 0.01 * (loss.float() - run.loss_smooth)
 
-    return step, run
+    return step
+
+
+def flops_per_image(device) -> float | None:
+    """Forward + backward FLOPs of one training image of the seed U-Net (torch.utils.flop_counter)."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+        net = build_model(ModelConfig(), 10).to(device)
+        x = torch.randn(4, 3, 32, 32, device=device)
+        with FlopCounterMode(display=False) as counter:
+            net(x).square().mean().backward()
+        return counter.get_total_flops() / 4
+    except Exception:  # an old torch without the counter: the table just lacks the column
+        return None
 
 
 def bench_training(data_root, device, args, results):
-    variants = [("practical loop (DataLoader, loss.item())", None, {})]
-    variants += [("toolkit fp32", "toolkit", {}),
-                 ("toolkit channels_last", "toolkit", {"channels_last": True})]
-    if device.type == "cuda" or args.bf16_cpu:
-        variants.append(("toolkit bf16 autocast", "toolkit", {"precision": "bf16"}))
-        variants.append(("toolkit bf16 + channels_last", "toolkit", {"precision": "bf16", "channels_last": True}))
-    if args.compile:
-        variants.append(("toolkit compile", "toolkit", {"compile": True}))
+    cuda = device.type == "cuda"
+    flops = results["flops_per_train_image"]
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in results["device_name"]), None) if cuda else None
     for batch in args.batches:
-        base = None
-        for label, kind, options in variants:
-            if kind is None:
-                fn = practical_loop(data_root, device, batch, args.steps)
-            else:
-                fn, _ = toolkit_loop(data_root, device, batch, args.steps, **options)
-            times = timed(fn, device, args.warmup, args.repeats)
-            rate = batch * args.steps / statistics.median(times)
-            base = base or rate
-            results["training"].append({"variant": label, "batch": batch, "img_per_s": rate,
-                                        "ratio_vs_practical": rate / base,
-                                        "repeats_s": [round(t, 4) for t in times]})
-            print(f"  train  batch {batch:4d}  {label:<42s} {rate:9.1f} img/s   x{rate / base:5.2f}", flush=True)
+        names = args.variants or (CUDA_SET if cuda else (CPU_SET if batch <= 16 else CPU_LARGE_SET))
+        steps = args.steps if batch <= 16 or cuda else max(1, args.steps * 16 // batch)
+        print(f"  training, batch {batch}: {steps} steps per repeat, {args.repeats} repeats, "
+              f"{args.warmup} warm-up repeat(s)", flush=True)
+        fns, info = {}, {}
+        try:
+            fns["practical"] = (practical_loop(data_root, device, batch, steps), None)
+            info["practical"] = {"variant": "practical loop (DataLoader, per-sample transforms, loss.item())"}
+            for name in names:
+                options, threads = toolkit_options(name)
+                run = toolkit_run(data_root, device, batch, **options)
+                fns[name] = (toolkit_loop(run, steps), threads)
+                resolved = {**TrainConfig().__dict__, **options}
+                info[name] = {"options": {k: resolved[k] for k in ("precision", "channels_last", "compile",
+                                                                     "compile_mode", "adam")},
+                              "autocast": str(run.autocast_dtype), "threads": threads or torch.get_num_threads()}
+            times = round_robin(fns, device, args.warmup, args.repeats)
+        except torch.cuda.OutOfMemoryError:
+            print(f"  batch {batch}: out of memory, skipped", flush=True)
+            results["training"].append({"batch": batch, "skipped": "out of memory"})
+            fns.clear()
+            torch.cuda.empty_cache()
+            continue
+        base = batch * steps / statistics.median(times["practical"])
+        for name in fns:
+            rate = batch * steps / statistics.median(times[name])
+            row = {"name": name, **info[name], "batch": batch, "img_per_s": rate, "ratio_vs_practical": rate / base,
+                   "repeats_s": [round(t, 4) for t in times[name]]}
+            if flops:
+                row["tflop_per_s"] = rate * flops / 1e12
+                if peak:
+                    row["fraction_of_peak"] = row["tflop_per_s"] / peak
+            results["training"].append(row)
+        fns.clear()
+
+
+def bench_loss(data_root, device, args, results):
+    """Plain fp32 vs the fast path, same seed, same batches and noise: smoothed loss after N steps."""
+    n, batch = args.loss_steps, 16
+    fast_name = args.loss_fast
+    print(f"  loss check: {n} steps at batch {batch}, plain vs {fast_name} (interleaved step by step)", flush=True)
+    runs = {"plain": toolkit_run(data_root, device, batch, **toolkit_options("plain")[0]),
+            fast_name: toolkit_run(data_root, device, batch, **toolkit_options(fast_name)[0])}
+    steps = {name: toolkit_loop(run, 1) for name, run in runs.items()}
+    if args.loss_practical:
+        steps["practical"] = practical_loop(data_root, device, batch, 1)
+    seconds = {name: 0.0 for name in steps}
+    smooth = {name: [] for name in steps}
+    for i in range(n):
+        for name, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            seconds[name] += time.perf_counter() - t0
+            if name in runs and ((i + 1) % 100 == 0 or i + 1 == n):
+                smooth[name].append(round(runs[name].loss_smooth.item(), 5))
+            elif name == "practical" and ((i + 1) % 100 == 0 or i + 1 == n):
+                smooth[name].append(round(fn.state["loss_smooth"], 5))
+        if (i + 1) % max(1, n // 10) == 0:
+            print(f"    step {i + 1}/{n}: " + "  ".join(f"{k} {v[-1]:.4f}" for k, v in smooth.items() if v), flush=True)
+    final = {name: values[-1] for name, values in smooth.items()}
+    rel = abs(final[fast_name] - final["plain"]) / final["plain"]
+    results["loss"] = {"steps": n, "batch": batch, "fast": fast_name, "smoothed_loss": final,
+                       "relative_difference": rel, "within_5_percent": rel <= 0.05, "every_100_steps": smooth,
+                       "img_per_s": {k: n * batch / s for k, s in seconds.items()}}
 
 
 def bench_sampling(device, args, results):
     torch.manual_seed(0)
-    net = build_model(ModelConfig(time_embedding=True), 10).to(device).eval()
-    schedule = linear_schedule(400).to(device)
     n = args.sample_batch
-    cases = [("ddpm", 400), ("ddim", 100), ("ddim", 50), ("euler", 50), ("euler", 20), ("heun", 10)]
+    net = build_model(ModelConfig(time_embedding=True), 10).to(device).eval()
+    cond = build_model(ModelConfig(time_embedding=True, conditioning="embedding"), 10).to(device).eval()
+    schedule = linear_schedule(400).to(device)
+    labels = torch.arange(n, device=device) % 10
+    cases = [("ddpm", 400, 1.0), ("ddim", 100, 1.0), ("ddim", 50, 1.0), ("euler", 50, 1.0), ("euler", 20, 1.0),
+             ("heun", 10, 1.0), ("ddim", 50, 3.0)]
     if args.quick:
-        cases = [("ddim", 20), ("euler", 10), ("heun", 5)]
-    for sampler, steps in cases:
+        cases = [("ddim", 5, 1.0), ("euler", 5, 1.0), ("heun", 3, 1.0), ("ddim", 5, 3.0)]
+    for sampler, steps, w in cases:
+        model = cond if w != 1.0 else net
+        fn_net = guided(model, labels if w != 1.0 else None, w, 10)
+
         def fn():
             with torch.inference_mode():
                 x = torch.randn(n, 3, 32, 32, device=device)
-                SAMPLERS[sampler](lambda x, t: net(x, t, None), x, schedule, steps=steps)
-        times = timed(fn, device, 1 if device.type == "cuda" else 0, max(1, args.repeats // 2))
+                SAMPLERS[sampler](fn_net, x, schedule, steps=steps)
+
+        with torch.inference_mode():  # warm-up: one network evaluation
+            fn_net(torch.randn(n, 3, 32, 32, device=device), torch.ones(n, device=device))
+        sync(device)
+        times = round_robin({"s": (fn, None)}, device, 0, args.sample_repeats, log=lambda *_: None)["s"]
         rate = n / statistics.median(times)
-        nfe = network_evaluations(sampler, steps, 1.0)
-        results["sampling"].append({"sampler": sampler, "steps": steps, "nfe_per_image": nfe, "batch": n,
-                                    "img_per_s": rate})
-        print(f"  sample {sampler:5s} {steps:4d} steps  NFE {nfe:4d}  {rate:9.2f} img/s", flush=True)
+        nfe = network_evaluations(sampler, steps, w)
+        results["sampling"].append({"sampler": sampler, "steps": steps, "guidance": w, "nfe_per_image": nfe,
+                                    "batch": n, "img_per_s": rate, "evals_per_s": rate * nfe})
+        print(f"  sample {sampler:5s} {steps:4d} steps{' CFG w=%g' % w if w != 1 else '':9s} NFE {nfe:4d}  "
+              f"{rate:9.2f} img/s", flush=True)
 
 
 def bench_checkpoint(data_root, device, args, results):
-    step, run = toolkit_loop(data_root, device, 16, args.steps)
+    run = toolkit_run(data_root, device, 16)  # the defaults, at the practical's batch
+    step = toolkit_loop(run, args.steps)
     step()
     folder = Path(tempfile.mkdtemp(prefix="bench-ckpt-"))
     save = timed(lambda: checkpoint.save_checkpoint(folder, run.step, run.tensors(), run.metadata(), keep=2),
                  device, 1, args.repeats)
     load = timed(lambda: checkpoint.load_latest(folder, warn=lambda *_: None), device, 1, args.repeats)
-    size = checkpoint.read_pointer(folder)["file"]
-    size = (folder / size).stat().st_size
+    size = (folder / checkpoint.read_pointer(folder)["file"]).stat().st_size
     step_time = statistics.median(timed(step, device, 0, args.repeats)) / args.steps
-    every = TrainConfig().checkpoint_every
-    share = statistics.median(save) / (statistics.median(save) + every * step_time)
+    cfg = TrainConfig()
+    every_s = min(cfg.checkpoint_every * step_time, 60 * cfg.checkpoint_minutes or float("inf"))
+    share = statistics.median(save) / (statistics.median(save) + every_s)
     results["checkpoint"] = {"bytes": size, "save_s": statistics.median(save), "load_s": statistics.median(load),
-                             "train_step_s": step_time, "checkpoint_every": every, "share_of_training": share}
+                             "train_step_s": step_time, "checkpoint_every": cfg.checkpoint_every,
+                             "checkpoint_minutes": cfg.checkpoint_minutes, "seconds_between_saves": every_s,
+                             "share_of_training": share}
     print(f"  checkpoint {size / 1e6:.1f} MB  save {statistics.median(save):.3f} s  load {statistics.median(load):.3f} s"
-          f"  step {step_time * 1000:.1f} ms  -> {100 * share:.2f}% of training at every {every} steps", flush=True)
+          f"  step {step_time * 1000:.1f} ms  -> {100 * share:.2f}% of training (a save every {every_s:.0f} s: "
+          f"every {cfg.checkpoint_every} steps or {cfg.checkpoint_minutes:g} min)", flush=True)
+
+
+def timed(fn, device, warmup: int, repeats: int) -> list[float]:
+    return round_robin({"f": (fn, None)}, device, warmup, repeats, log=lambda *_: None)["f"]
+
+
+def print_table(results) -> None:
+    rows = [r for r in results["training"] if "skipped" not in r]
+    if rows:
+        print(f"\ntraining on {results['device_name']} ({results['device']}, {results['threads']} threads), "
+              f"load average before/after {results['load_average_before']} / {results['load_average_after']}")
+        has_flops = any("tflop_per_s" in r for r in rows)
+        print(f"  {'batch':>5s}  {'variant':<24s} {'img/s':>9s}  {'vs practical':>12s}" +
+              ("  TFLOP/s  of peak" if has_flops else ""))
+        for r in rows:
+            extra = ""
+            if has_flops:
+                extra = f"  {r['tflop_per_s']:7.3f}" + (f"  {100 * r['fraction_of_peak']:6.2f}%"
+                                                         if "fraction_of_peak" in r else "")
+            print(f"  {r['batch']:5d}  {r['name']:<24s} {r['img_per_s']:9.1f}  {r['ratio_vs_practical']:11.2f}x{extra}")
+    if results.get("loss"):
+        loss = results["loss"]
+        print(f"\nsmoothed loss after {loss['steps']} steps: " +
+              ", ".join(f"{k} {v:.4f}" for k, v in loss["smoothed_loss"].items()) +
+              f"; {loss['fast']} vs plain: {100 * loss['relative_difference']:.2f}% "
+              f"({'within' if loss['within_5_percent'] else 'NOT within'} 5%)")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batches", type=int, nargs="+", default=None)
-    p.add_argument("--steps", type=int, default=None, help="training steps per timed repeat")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
+                   help="toolkit variants to time next to the practical loop (default: a per-device set)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per timed repeat at batch 16")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1, help="warm-up repeats")
     p.add_argument("--sample-batch", type=int, default=None)
-    p.add_argument("--compile", action="store_true", help="also time train.compile=true")
-    p.add_argument("--bf16-cpu", action="store_true", help="also time bf16 autocast on the CPU")
+    p.add_argument("--sample-repeats", type=int, default=None)
+    p.add_argument("--loss-steps", type=int, default=0, help="also run the loss check for this many steps")
+    p.add_argument("--loss-fast", default="defaults", choices=list(VARIANTS), help="fast variant of the loss check")
+    p.add_argument("--loss-practical", action="store_true", help="also run the practical loop in the loss check")
     p.add_argument("--quick", action="store_true", help="a smoke run of every section (CI, tests)")
     p.add_argument("--skip", nargs="*", default=[], choices=["training", "sampling", "checkpoint"])
     p.add_argument("--json", action="store_true", help="print the JSON result to stdout too")
@@ -194,22 +405,34 @@ def main(argv=None) -> int:
     args.batches = args.batches or ([16, 128, 256] if cuda else [16, 128])
     args.steps = args.steps or (2 if args.quick else (50 if cuda else 10))
     args.sample_batch = args.sample_batch or (256 if cuda else 16)
+    args.sample_repeats = args.sample_repeats or (3 if cuda else 1)
     if args.quick:
         args.batches, args.repeats, args.sample_batch = [8], 2, 4
+        args.variants = args.variants or ["plain", "defaults"]
     results = {"host": socket.gethostname(), "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "device": str(device),
-               "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
-               "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+               "device_name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
+               "cpu_flags": cpu_flags(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "cpus": os.cpu_count(), "load_average_before": load_average(),
+               "defaults": {k: TrainConfig().__dict__[k] for k in ("precision", "channels_last", "compile", "adam")},
+               "default_autocast": str(autocast_dtype(TrainConfig().precision, device)),
+               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
                "args": {k: str(v) for k, v in vars(args).items()}, "training": [], "sampling": []}
+    results["flops_per_train_image"] = flops_per_image(device)
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         data_root = Path(tmp)
         write_mnist(data_root, n_train=2000 if not args.quick else 64, n_test=10)
-        print(f"benchmark on {results['device_name']} ({device}), torch {torch.__version__}", flush=True)
+        print(f"benchmark on {results['device_name']} ({device}), torch {torch.__version__}, "
+              f"{results['threads']} threads, load average {results['load_average_before']}", flush=True)
         if "training" not in args.skip:
             bench_training(data_root, device, args, results)
+        if args.loss_steps:
+            bench_loss(data_root, device, args, results)
         if "sampling" not in args.skip:
             bench_sampling(device, args, results)
         if "checkpoint" not in args.skip:
             bench_checkpoint(data_root, device, args, results)
+    results["load_average_after"] = load_average()
+    print_table(results)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{results['host']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")

@@ -72,9 +72,14 @@ class TrainConfig:
     keep_checkpoints: int = field(default=3, metadata=_range(2))
     restart: bool = False  # ignore existing checkpoints and start over
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast
+    # Fast paths (docs/performance.md has the measurements behind the defaults). None of them changes what is
+    # trained: a checkpoint made with one setting resumes under any other.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 autocast; auto: bf16 on CUDA GPUs that support it
     channels_last: bool = False
-    compile: bool = False
+    compile: bool = False  # torch.compile the network; the first step compiles (a minute on a small CPU)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    adam: Literal["auto", "fused", "foreach", "for-loop"] = "auto"  # optimizer kernel; auto: fused
+    cudnn_benchmark: bool = True  # CUDA only: let cuDNN pick the fastest convolution algorithms
     sync_batchnorm: bool = True  # multi-GPU only
 
 

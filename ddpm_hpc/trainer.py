@@ -71,9 +71,13 @@ def resolve_device(name: str, ctx: DistContext) -> torch.device:
     return torch.device(name)
 
 
+def step_seed(seed: int, step: int) -> int:
+    return seed * 1_000_003 + step + 1
+
+
 def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
     """The generator for step s: reseeded from (seed, step) so no RNG state has to survive a restart."""
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step + 1)
+    return torch.Generator(device=device).manual_seed(step_seed(seed, step))
 
 
 def identity_of(exp: Experiment) -> dict:
@@ -149,10 +153,15 @@ class Run:
         self.model.to(self.device)
         if exp.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=exp.train.lr,
-                                          foreach=self.device.type == "cuda" or None)
+        if self.device.type == "cuda" and exp.train.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True  # fixed shapes every step: the autotuned algorithms pay off
+        self.autocast_dtype = autocast_dtype(exp.train.precision, self.device)
+        self.optimizer = make_adam(self.model.parameters(), exp.train.lr, exp.train.adam, self.device)
         self.ema = EMA(self.model, exp.train.ema_decay) if exp.train.ema_decay > 0 else None
-        self.forward_model = compile_model(self.model, log_fn) if exp.train.compile else self.model
+        self.forward_model = compile_model(self.model, log_fn, exp.train.compile_mode) if exp.train.compile \
+            else self.model
+        self._compile_checked = not exp.train.compile  # the first compiled step may still fall back to eager
+        self._generator = torch.Generator(device=self.device)  # reseeded every step (see step_generator)
         self.step = 0
         self.loss_smooth = torch.zeros((), device=self.device)
         self.loss_sum = torch.zeros((), device=self.device)  # losses since the last metrics line (its "loss")
@@ -221,7 +230,7 @@ class Run:
     # -- one optimisation step ----------------------------------------------------------------------------------
     def train_step(self) -> torch.Tensor:
         exp, ctx = self.exp, self.ctx
-        gen = step_generator(exp.train.seed, self.step, self.device)
+        gen = self._generator.manual_seed(step_seed(exp.train.seed, self.step))  # = step_generator(), not rebuilt
         idx = self.sampler.indices(self.step, ctx.rank, ctx.world_size).to(self.dataset.images.device)
         x0 = to_model_range(self.dataset.images[idx].to(self.device, non_blocking=True))
         if exp.train.channels_last:
@@ -232,18 +241,28 @@ class Run:
         if exp.model.conditioning != "none":
             labels = self.dataset.labels[idx].to(self.device, non_blocking=True)
             labels = drop_labels(labels, self.dataset.num_classes, exp.train.label_dropout, share, gen)
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=exp.train.precision == "bf16")
-        with autocast:
-            try:
-                loss = self.objective(self.forward_model, x0, labels, gen, share)
-            except Exception as exc:  # compile backends fail in many ways (no C++ compiler, unsupported op)
-                if self.forward_model is self.model:
-                    raise
-                self.log(f"warning: torch.compile failed ({type(exc).__name__}); training in eager mode")
-                self.forward_model = self.model
-                return self.train_step()  # redo the step from scratch: same batch, same noise
+        autocast = torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                                  enabled=self.autocast_dtype is not None)
+        if self.forward_model is not self.model and self.device.type == "cuda" and \
+                exp.train.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer needed
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        buffers = None if self._compile_checked else [b.detach().clone() for b in self.model.buffers()]
+        try:
+            with autocast:
+                loss = self.objective(self.forward_model, x0, labels, gen, share)
+            loss.backward()  # compiled models compile their backward here, at the first step
+        except Exception as exc:  # compile backends fail in many ways (no C++ compiler, unsupported op)
+            if buffers is None:
+                raise
+            self.log(f"warning: torch.compile failed ({type(exc).__name__}: {str(exc).strip()[:200]}); "
+                     f"training in eager mode")
+            with torch.no_grad():  # undo BatchNorm statistics a compiled forward may have updated
+                for b, saved in zip(self.model.buffers(), buffers):
+                    b.copy_(saved)
+            self.forward_model, self._compile_checked = self.model, True
+            return self.train_step()  # redo the step from scratch: same batch, same noise
+        self._compile_checked = True
         if exp.train.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), exp.train.grad_clip)
         self.optimizer.step()
@@ -253,14 +272,45 @@ class Run:
         return loss.detach()
 
 
-def compile_model(model: nn.Module, log_fn) -> nn.Module:
-    """``train.compile``: torch.compile the forward pass. Weights stay shared with ``model``, so checkpoints are
-    unaffected; compilation happens at the first step, which falls back to eager mode if it fails."""
+def compile_model(model: nn.Module, log_fn, mode: str = "default") -> nn.Module:
+    """``train.compile``: torch.compile the forward pass (its backward is compiled with it). Weights stay shared with
+    ``model``, so checkpoints are unaffected; compilation happens at the first step, which falls back to eager mode
+    if it fails. ``train.compile_mode=reduce-overhead`` adds CUDA graphs on a GPU (small, launch-bound convolutions);
+    on a CPU it is the same as ``default``."""
     try:
-        return torch.compile(model)
+        return torch.compile(model, mode=None if mode == "default" else mode)
     except RuntimeError as exc:  # e.g. an unsupported Python version
         log_fn(f"warning: torch.compile unavailable ({exc}); training in eager mode")
         return model
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """``train.precision``: the autocast dtype, or None for plain fp32. ``auto`` is bf16 on CUDA GPUs that support it
+    (Ampere and newer) and fp32 elsewhere (docs/performance.md: bf16 autocast measured slower on CPUs)."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def make_adam(params, lr: float, impl: str, device: torch.device) -> torch.optim.Adam:
+    """``train.adam``: the same Adam update from one fused kernel, per-list (foreach) kernels or a loop over
+    parameters. ``auto`` is fused (CPU and CUDA both have a fused kernel). The choice is re-applied after a checkpoint
+    is loaded, since ``load_state_dict`` would otherwise bring back the saving run's kernel with its param groups."""
+    if impl == "auto":
+        impl = "fused" if device.type in ("cpu", "cuda") else "foreach"
+    flags = {"fused": True if impl == "fused" else None, "foreach": {"foreach": True, "for-loop": False}.get(impl)}
+    optimizer = torch.optim.Adam(params, lr=lr, **flags)
+
+    def keep_kernel(opt):
+        for group in opt.param_groups:
+            group.update(flags)
+            for p in group["params"]:
+                st = opt.state.get(p)
+                if st and torch.is_tensor(st.get("step")):  # fused: on the parameter's device; else on the CPU
+                    st["step"] = st["step"].to(device=p.device if impl == "fused" else "cpu", dtype=torch.float32)
+
+    optimizer.register_load_state_dict_post_hook(keep_kernel)
+    return optimizer
 
 
 def _seed_first_loss(run: Run, loss: torch.Tensor) -> None:

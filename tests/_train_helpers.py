@@ -34,7 +34,7 @@ TINY = {
     "data": {"dataset": "digits", "batch_size": 8},
     "model": {"arch": "seed_unet", "channels": [8, 8, 16, 16, 16]},
     "diffusion": {"T": 50},
-    "train": {"steps": 24, "lr": 0.001, "ema_decay": 0.9, "log_every": 2, "checkpoint_every": 3,
+    "train": {"steps": 30, "lr": 0.001, "ema_decay": 0.9, "log_every": 2, "checkpoint_every": 3,
               "checkpoint_minutes": 0, "keep_checkpoints": 3, "device": "cpu"},
 }
 

@@ -1,6 +1,6 @@
 """The SLURM jobs of ``jobs/`` end to end on the real local cluster (tests/slurm/cluster.sh), through ``make``.
 
-Every test submits a tiny experiment (embedded digits, the two-layer conv net, 120 steps) with ``make submit`` into a
+Every test submits a tiny experiment (embedded digits, the two-layer conv net, 100 steps) with ``make submit`` into a
 temporary experiments/checkpoints root, interrupts it the way the cluster would, and checks the outcome on disk (the
 job's events.jsonl, its log, the checkpoints) and in sacct. The interrupted runs must end with weights that are
 ``torch.equal`` to the uninterrupted reference run's. ``DDPM_HPC_STEP_DELAY`` slows the tiny runs down so that a
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS = 120
+STEPS = 100
 TINY = f"""\
 description: "SLURM test: digits, conv, {STEPS} steps"
 data: {{dataset: digits, batch_size: 16}}
@@ -296,27 +296,9 @@ def test_run_to_the_end_then_sampling_job_writes_the_grid(slurm_cluster, lab, re
 
 
 @pytest.mark.slurm
-def test_usr2_checkpoints_requeues_and_resumes_at_the_same_step(slurm_cluster, lab, reference):
-    train_id, sample_id = lab.submit("usr2")
-    # a second submit while the first is live is refused: two jobs must never write the same checkpoints
-    again = lab.make("submit", "usr2", check=False)
-    assert again.returncode != 0 and "already has live jobs" in again.stderr, again.stderr
-    wait_step(slurm_cluster, lab, "usr2", 40)
-    subprocess.run(["scancel", "--signal=USR2", train_id], check=True, timeout=30)
-    assert wait_final(slurm_cluster, train_id) == "COMPLETED", lab.log("usr2", train_id)
-    (stopped_at,) = assert_resumed_where_it_stopped(lab, "usr2", train_id)
-    assert 40 <= stopped_at < STEPS
-    assert f"SIGUSR2 received: saved step {stopped_at}" in lab.log("usr2", train_id)
-    slurm_cluster.wait_for(lambda: slurm_cluster.sacct_states(train_id) == ["REQUEUED", "COMPLETED"], 15,
-                           f"sacct -D of {train_id}")
-    assert_sampled_once(slurm_cluster, lab, "usr2", sample_id)
-    assert_same_weights(lab, "usr2", reference["tensors"])
-
-
-@pytest.mark.slurm
 def test_partition_preemption_by_a_gpu_job(slurm_cluster, lab, reference):
     train_id, sample_id = lab.submit("preempt")
-    wait_step(slurm_cluster, lab, "preempt", 40)
+    wait_step(slurm_cluster, lab, "preempt", 30)
     cpus = subprocess.run(["sinfo", "-h", "-n", slurm_cluster.node, "-o", "%c"], capture_output=True, text=True,
                           check=True, timeout=30).stdout.split()[0]
     high = subprocess.run(["sbatch", "--parsable", "-p", "gpu", "--gres=gpu:1", "-c", cpus, "--mem=100M",
@@ -333,12 +315,30 @@ def test_partition_preemption_by_a_gpu_job(slurm_cluster, lab, reference):
 
 
 @pytest.mark.slurm
+def test_usr2_checkpoints_requeues_and_resumes_at_the_same_step(slurm_cluster, lab, reference, timelimit):
+    train_id, sample_id = lab.submit("usr2")
+    # a second submit while the first is live is refused: two jobs must never write the same checkpoints
+    again = lab.make("submit", "usr2", check=False)
+    assert again.returncode != 0 and "already has live jobs" in again.stderr, again.stderr
+    wait_step(slurm_cluster, lab, "usr2", 30)
+    subprocess.run(["scancel", "--signal=USR2", train_id], check=True, timeout=30)
+    assert wait_final(slurm_cluster, train_id) == "COMPLETED", lab.log("usr2", train_id)
+    (stopped_at,) = assert_resumed_where_it_stopped(lab, "usr2", train_id)
+    assert 30 <= stopped_at < STEPS
+    assert f"SIGUSR2 received: saved step {stopped_at}" in lab.log("usr2", train_id)
+    slurm_cluster.wait_for(lambda: slurm_cluster.sacct_states(train_id) == ["REQUEUED", "COMPLETED"], 15,
+                           f"sacct -D of {train_id}")
+    assert_sampled_once(slurm_cluster, lab, "usr2", sample_id)
+    assert_same_weights(lab, "usr2", reference["tensors"])
+
+
+@pytest.mark.slurm
 def test_scontrol_requeue_resumes_from_the_checkpoint_on_disk(slurm_cluster, lab, reference):
     """No USR2 and no checkpoint(): the re-run loads the original pickle and finds its place from the files."""
     train_id, sample_id = lab.submit("requeue")
     pickle_file = lab.exps / "requeue" / "logs" / f"{train_id}_submitted.pkl"
     original = pickle_file.read_bytes()
-    wait_step(slurm_cluster, lab, "requeue", 40)
+    wait_step(slurm_cluster, lab, "requeue", 30)
     periodic = json.loads((lab.ckpts / "requeue" / "latest.json").read_text())["step"]
     subprocess.run(["scontrol", "requeue", train_id], check=True, timeout=30)
     assert wait_final(slurm_cluster, train_id) == "COMPLETED", lab.log("requeue", train_id)
@@ -363,20 +363,6 @@ def test_scontrol_requeue_resumes_from_the_checkpoint_on_disk(slurm_cluster, lab
                            f"sacct -D of {train_id}")
     assert_sampled_once(slurm_cluster, lab, "requeue", sample_id)
     assert_same_weights(lab, "requeue", reference["tensors"])
-
-
-@pytest.mark.slurm
-def test_time_limit_shorter_than_the_run_requeues_until_finished(slurm_cluster, lab, reference):
-    # 1-minute limit, USR2 15 s before it (Slurm sends it 0-30 s earlier still); ~50 s of training at 0.35 s/step
-    train_id, sample_id = lab.submit("timelimit", "slurm.time_min=1 slurm.signal_delay_s=15", step_delay=0.35)
-    assert wait_final(slurm_cluster, train_id, 2 * JOB_TIMEOUT) == "COMPLETED", lab.log("timelimit", train_id)
-    stops = assert_resumed_where_it_stopped(lab, "timelimit", train_id)
-    assert len(stops) >= 1 and stops == sorted(stops)
-    states = slurm_cluster.sacct_states(train_id)
-    assert states == ["REQUEUED"] * len(stops) + ["COMPLETED"], states
-    assert "TIMEOUT" not in states
-    assert_sampled_once(slurm_cluster, lab, "timelimit", sample_id)
-    assert_same_weights(lab, "timelimit", reference["tensors"])
 
 
 @pytest.mark.slurm
@@ -417,5 +403,28 @@ def test_sample_alone_and_cancel(slurm_cluster, lab, reference):
                            "the trainer to save on SIGTERM")
     saved = lab.events("cancelled")[-1]["step"]
     assert json.loads((lab.ckpts / "cancelled" / "latest.json").read_text())["step"] == saved >= 20
-    assert "no live jobs" in lab.make("cancel", "cancelled").stdout
+    slurm_cluster.wait_for(lambda: "no live jobs" in lab.make("cancel", "cancelled").stdout, 30,
+                           "squeue to forget the cancelled jobs")
     assert "CANCELLED" in lab.make("status", "cancelled").stdout
+
+
+@pytest.fixture(scope="module")
+def timelimit(slurm_cluster, lab, reference) -> tuple[str, str]:
+    """(5) submitted early (after the pre-emption test, which needs the whole node) and checked last: it spends
+    most of its time waiting for Slurm's time-limit signal and the requeue delay, so it runs beside other tests."""
+    # 1-minute limit, USR2 15 s before it (Slurm's periodic check sends it 0-30 s earlier still, i.e. 15-45 s into
+    # a run); at least 45 s of training at 0.45 s/step, so one run can never finish it.
+    return lab.submit("timelimit", "slurm.time_min=1 slurm.signal_delay_s=15", step_delay=0.45)
+
+
+@pytest.mark.slurm
+def test_time_limit_shorter_than_the_run_requeues_until_finished(slurm_cluster, lab, reference, timelimit):
+    train_id, sample_id = timelimit
+    assert wait_final(slurm_cluster, train_id, 2 * JOB_TIMEOUT) == "COMPLETED", lab.log("timelimit", train_id)
+    stops = assert_resumed_where_it_stopped(lab, "timelimit", train_id)
+    assert len(stops) >= 1 and stops == sorted(stops)
+    assert all("SIGUSR2" in e["message"] for e in lab.events("timelimit") if e["event"] == "requeued")
+    slurm_cluster.wait_for(lambda: slurm_cluster.sacct_states(train_id) == ["REQUEUED"] * len(stops) + ["COMPLETED"],
+                           15, f"sacct -D of {train_id}")
+    assert_sampled_once(slurm_cluster, lab, "timelimit", sample_id)
+    assert_same_weights(lab, "timelimit", reference["tensors"])
