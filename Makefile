@@ -96,3 +96,9 @@ eval:
 fid-weights:
 	$(PY) -m pip install -e '.[fid]'
 	$(PY) -m ddpm_hpc.metrics.fid fetch
+
+# Speed (docs/performance.md): make bench [ARGS="--quick | --loss-steps 2500 --loss-fast compile+fused | --json"]
+#   the practical's loop vs this trainer side by side, sampling and checkpoint cost -> benchmarks/results/*.json
+.PHONY: bench
+bench:
+	$(PY) benchmarks/bench.py $(ARGS)

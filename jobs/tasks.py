@@ -32,7 +32,7 @@ from submitit.core.utils import temporary_save_path
 from ddpm_hpc.config import experiment_from_json
 
 from . import registry
-from .slurm import requeue
+from .slurm import SlurmUnavailable, requeue
 
 ROOT_VARS = ("DDPM_HPC_EXPERIMENTS", "DDPM_HPC_CHECKPOINTS", "DDPM_HPC_DATA")
 # Test knob: seconds to sleep after every training step (tiny runs otherwise finish before a test can interrupt them).
@@ -165,7 +165,13 @@ class TrainJob(_Job):
         delayed.set_timeout(exp.slurm.time_min, self.max_requeues - restarts - 1)
         with temporary_save_path(env.paths.submitted_pickle) as tmp:
             delayed.dump(tmp)
-        requeue(env.job_id)
+        try:
+            requeue(env.job_id)
+        except SlurmUnavailable as exc:  # e.g. no scontrol on the compute nodes
+            failure = RuntimeError(f"could not requeue ({exc}); saved step {outcome.step}, make submit continues "
+                                   f"from it")
+            self._fail(exp.name, failure)
+            raise failure from None
         self._event(exp.name, "requeued", step=outcome.step,
                     message=f"SIGUSR2 (pre-emption or time limit) at step {outcome.step}, checkpoint saved")
         print(f"requeued job {env.job_id} after saving step {outcome.step} "

@@ -15,7 +15,6 @@ import json
 import os
 import pickle
 import subprocess
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +107,7 @@ class _FakeEnv:
         self.paths = type("P", (), {"submitted_pickle": folder / "77_submitted.pkl"})()
 
 
-@pytest.mark.parametrize("restarts", [0, 3])
+@pytest.mark.parametrize("restarts", [0, 3, -1])
 def test_train_job_requeues_itself_with_a_fresh_job(tmp_path, monkeypatch, restarts):
     """After USR2 the job dumps a stateless submission and runs scontrol requeue, until slurm.max_requeues."""
     pytest.importorskip("submitit")
@@ -119,7 +118,7 @@ def test_train_job_requeues_itself_with_a_fresh_job(tmp_path, monkeypatch, resta
     exps.mkdir()
     monkeypatch.setenv("DDPM_HPC_EXPERIMENTS", str(exps))
     monkeypatch.delenv("DDPM_HPC_CLUSTER_CONFIG", raising=False)
-    monkeypatch.setenv("SLURM_RESTART_COUNT", str(restarts))
+    monkeypatch.setenv("SLURM_RESTART_COUNT", str(max(restarts, 0)))
     monkeypatch.setattr(tasks.submitit, "JobEnvironment", lambda: _FakeEnv(tmp_path))
     requeued = []
     monkeypatch.setattr(tasks, "requeue", requeued.append)
@@ -127,6 +126,15 @@ def test_train_job_requeues_itself_with_a_fresh_job(tmp_path, monkeypatch, resta
                         lambda exp, after_step=None: TrainOutcome("interrupted", 42, "SIGUSR2", tmp_path / "c"))
     exp = _experiment("x", None, LOCAL_CLUSTER, exps)
     job = tasks.TrainJob(exp.to_json(), tasks.current_roots(), max_requeues=3)
+    if restarts < 0:  # scontrol missing or refusing: the job fails with that reason instead of hanging on
+        def refuse(job_id):
+            raise tasks.SlurmUnavailable("scontrol not found")
+        monkeypatch.setattr(tasks, "requeue", refuse)
+        with pytest.raises(RuntimeError, match="could not requeue"):
+            job()
+        events = [json.loads(ln) for ln in (exps / "x/logs/events.jsonl").read_text().splitlines()]
+        assert events[-1]["event"] == "failed" and "scontrol not found" in events[-1]["message"]
+        return
     if restarts >= 3:
         with pytest.raises(tasks.RequeueLimit, match="max_requeues=3"):
             job()
@@ -354,7 +362,7 @@ def test_scontrol_requeue_resumes_from_the_checkpoint_on_disk(slurm_cluster, lab
         assert resumed == stopped[0]["step"] and "SIGTERM received" in lab.log("requeue", train_id), events
     else:  # killed before the step boundary: the last periodic checkpoint
         assert resumed % 20 == 0, events
-    assert f"resuming requeue from " in lab.log("requeue", train_id)
+    assert "resuming requeue from " in lab.log("requeue", train_id)
     assert f"(step {resumed}/{STEPS})" in lab.log("requeue", train_id)
     assert not [e for e in events if e["event"] == "requeued"], events  # the job did not requeue itself
     assert "Calling checkpoint method" not in lab.log("requeue", train_id)

@@ -1,0 +1,153 @@
+"""The fast paths (train.channels_last, train.precision=bf16, train.adam, train.compile) train the same thing as the
+plain path: same losses and weights within float tolerance (bf16 tolerance where autocast is used). No timings here:
+speed is measured by benchmarks/bench.py (make bench)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from ddpm_hpc import trainer
+from ddpm_hpc.config import DataConfig, Experiment, ModelConfig, TrainConfig
+from ddpm_hpc.trainer import Run, autocast_dtype, make_adam
+from fixtures import write_mnist
+
+PLAIN = {"precision": "fp32", "channels_last": False, "compile": False, "adam": "for-loop"}
+# The seed U-Net's architecture (strided 4x4 convolutions, transposed convolutions, BatchNorm, skips), narrower so
+# the tests stay fast; conditional with label dropout, so the label path runs too.
+SMALL = ModelConfig(arch="seed_unet", channels=(16, 16, 32, 32, 48), conditioning="embedding", time_embedding=True)
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mnist")
+    write_mnist(root, n_train=64, n_test=10)
+    return root
+
+
+def make_run(root, model=SMALL, **train) -> tuple[Run, list[str]]:
+    logs: list[str] = []
+    exp = Experiment(name="fast", data=DataConfig(dataset="mnist", root=str(root), batch_size=8), model=model,
+                     train=TrainConfig(device="cpu", label_dropout=0.2 if model.conditioning != "none" else 0.0,
+                                       **{**PLAIN, **train}))
+    return Run(exp, log_fn=logs.append), logs
+
+
+def train(run: Run, steps: int = STEPS) -> list[float]:
+    run.model.train()
+    return [run.train_step().item() for _ in range(steps)]
+
+
+def weights(run: Run) -> dict[str, torch.Tensor]:
+    return {k: v.detach().float().contiguous() for k, v in run.model.state_dict().items()}
+
+
+def assert_close_weights(a: Run, b: Run, atol: float, rtol: float = 0.0):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+
+
+def test_channels_last_equals_plain_within_float_tolerance(data_root):
+    plain, _ = make_run(data_root)
+    fast, _ = make_run(data_root, channels_last=True)
+    assert fast.model.down[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(train(fast), train(plain), rtol=1e-4, atol=1e-5)
+    # Adam moves every weight by about lr per step whatever the gradient's size, so a weight whose gradient is ~0
+    # may move the other way: compare within a few lr.
+    assert_close_weights(fast, plain, atol=4 * STEPS * fast.exp.train.lr)
+
+
+@pytest.mark.parametrize("impl", ["fused", "foreach"])
+def test_adam_kernels_equal_the_per_parameter_loop(data_root, impl):
+    plain, _ = make_run(data_root)
+    fast, _ = make_run(data_root, adam=impl)
+    assert fast.optimizer.param_groups[0]["fused" if impl == "fused" else "foreach"] is True
+    torch.testing.assert_close(train(fast), train(plain), rtol=1e-5, atol=1e-6)
+    assert_close_weights(fast, plain, atol=1e-5, rtol=1e-4)
+
+
+def test_bf16_autocast_equals_plain_within_bf16_tolerance(data_root):
+    plain, _ = make_run(data_root)
+    fast, _ = make_run(data_root, precision="bf16")
+    assert fast.autocast_dtype is torch.bfloat16 and plain.autocast_dtype is None
+    # bf16 keeps 8 significant bits (~0.4% per rounding); the loss is computed in fp32 from the bf16 prediction.
+    torch.testing.assert_close(train(fast), train(plain), rtol=3e-2, atol=1e-3)
+    assert_close_weights(fast, plain, atol=4 * STEPS * fast.exp.train.lr)
+    for p in fast.model.parameters():  # autocast: the master weights and Adam state stay fp32
+        assert p.dtype == torch.float32
+        assert fast.optimizer.state[p]["exp_avg"].dtype == torch.float32
+
+
+def test_all_fast_paths_together_stay_within_bf16_tolerance(data_root):
+    plain, _ = make_run(data_root)
+    fast, _ = make_run(data_root, precision="bf16", channels_last=True, adam="fused")
+    torch.testing.assert_close(train(fast), train(plain), rtol=3e-2, atol=1e-3)
+
+
+def test_precision_auto_is_fp32_on_cpu_and_bf16_on_capable_gpus(monkeypatch):
+    assert autocast_dtype("auto", torch.device("cpu")) is None
+    assert autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+    assert autocast_dtype("fp32", torch.device("cuda", 0)) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert autocast_dtype("auto", torch.device("cuda", 0)) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert autocast_dtype("auto", torch.device("cuda", 0)) is None
+
+
+@pytest.mark.parametrize("impl", ["fused", "foreach", "for-loop"])
+def test_adam_kernel_survives_loading_another_kernels_state(impl):
+    """A checkpoint's param groups carry the saving run's kernel flags; loading must not switch ours."""
+    net = torch.nn.Linear(3, 2)
+    saving = make_adam(net.parameters(), 1e-3, "for-loop" if impl == "fused" else "fused", torch.device("cpu"))
+    net(torch.randn(4, 3)).sum().backward()
+    saving.step()
+    ours = make_adam(net.parameters(), 1e-3, impl, torch.device("cpu"))
+    ours.load_state_dict(saving.state_dict())
+    group = ours.param_groups[0]
+    assert group["fused"] is (True if impl == "fused" else None)
+    assert group["foreach"] is {"fused": None, "foreach": True, "for-loop": False}[impl]
+    assert all(ours.state[p]["step"].item() == 1 for p in net.parameters())
+    ours.step()  # the loaded state works with our kernel
+    assert all(ours.state[p]["step"].item() == 2 for p in net.parameters())
+
+
+def test_compile_failure_falls_back_to_eager_with_the_same_step(data_root, monkeypatch):
+    """A backend that fails at the first step (here: after the forward ran and moved BatchNorm's statistics):
+    the step is redone in eager mode and the run equals a plain one."""
+
+    class Broken(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            out = self.model(*args)  # BatchNorm running statistics move, as a compiled forward's would
+            raise RuntimeError("backend compiler failed: no C++ compiler")
+
+    monkeypatch.setattr(trainer, "compile_model", lambda model, log_fn, mode="default": Broken(model))
+    fast, logs = make_run(data_root, compile=True)
+    plain, _ = make_run(data_root)
+    assert train(fast) == train(plain)
+    assert any("torch.compile failed" in line and "eager" in line for line in logs)
+    assert fast.forward_model is fast.model
+    assert_close_weights(fast, plain, atol=0.0)  # bitwise: the failed attempt left no trace
+
+
+def test_compile_equals_eager_within_float_tolerance(data_root):
+    if shutil.which("gcc") is None and shutil.which("cc") is None and shutil.which("g++") is None:
+        pytest.skip("torch.compile's CPU backend (inductor) needs a C++ compiler; none found")
+    # The practical's first network (conv-BN-ReLU-conv): compiles in seconds, unlike the U-Net (~30 s on 2 cores).
+    conv = ModelConfig(arch="conv")
+    plain, _ = make_run(data_root, model=conv)
+    fast, logs = make_run(data_root, model=conv, compile=True, adam="fused")
+    got = train(fast, 3)
+    if any("torch.compile failed" in line for line in logs):
+        pytest.skip(f"torch.compile does not work here: {logs}")
+    assert fast.forward_model is not fast.model
+    torch.testing.assert_close(got, train(plain, 3), rtol=1e-4, atol=1e-5)
+    assert_close_weights(fast, plain, atol=4 * 3 * fast.exp.train.lr)
