@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import paths
 from .config import available_experiments, load_experiment
 from .errors import UserError
 

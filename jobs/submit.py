@@ -68,7 +68,7 @@ def write_snapshot(exp: Experiment, overrides: list[str]) -> Path:
     data.pop("name", None)
     header = (f"# {exp.name} as submitted at {registry.now()} (experiments/{exp.name}.yaml + cluster defaults"
               + (f" + overrides: {' '.join(overrides)}" if overrides else "") + ").\n"
-              f"# The jobs run exactly this; editing it or the YAML changes nothing for jobs already submitted.\n")
+              "# The jobs run exactly this; editing it or the YAML changes nothing for jobs already submitted.\n")
     path.write_text(header + yaml.safe_dump(data, sort_keys=False))
     return path
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import fixtures` works under any pytest import mode
 
@@ -26,3 +27,12 @@ def cifar10_root(tmp_path, monkeypatch) -> Path:
     write_cifar10(tmp_path)
     monkeypatch.setenv("DDPM_HPC_DATA", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors on a shared 2-core machine: more threads only contend (several times slower under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,13 +19,6 @@ REPO_EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 PRESETS = sorted(p.stem for p in REPO_EXPERIMENTS.glob("*.yaml") if not p.stem.startswith("_"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core machine: more threads only contend (several times slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

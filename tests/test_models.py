@@ -16,13 +16,6 @@ from ddpm_hpc.models import SeedUNet, UNet, build_model
 from ddpm_hpc.models.embeddings import one_hot_with_null
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors on a shared 2-core machine: more threads only contend (several times slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 SMALL_SEED = (8, 8, 12, 12, 16)

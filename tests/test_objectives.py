@@ -12,13 +12,6 @@ from ddpm_hpc.objectives import DDPMObjective, FlowMatchingObjective, Share, dro
 from ddpm_hpc.schedules import linear_schedule
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors on a shared 2-core machine: more threads only contend (several times slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Recorder:

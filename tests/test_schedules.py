@@ -16,13 +16,6 @@ from ddpm_hpc.objectives import DDPMObjective
 from ddpm_hpc.schedules import cosine_schedule, linear_schedule, make_schedule
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors on a shared 2-core machine: more threads only contend (several times slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def reference_linear(T: int, beta1: float, beta2: float) -> tuple[list[float], list[float]]:
