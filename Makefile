@@ -52,7 +52,7 @@ data:
 	$(CLI) data
 
 # SLURM (docs/slurm.md): make submit EXP=<name> [SET="k=v ..."] [FORCE=1]   make status [EXP=name]
-#   make logs EXP=<name>   make cancel EXP=<name>   make sample EXP=<name> [SET=...] (a sampling job alone)
+#   make logs EXP=<name> [RANK=r]   make cancel EXP=<name>   make sample EXP=<name> [SET=...] (a sampling job alone)
 #   make test-slurm        the SLURM suite on a throwaway local cluster (tests/slurm/cluster.sh; needs root)
 .PHONY: submit status logs cancel sample test-slurm
 submit:
@@ -64,7 +64,7 @@ status:
 
 logs:
 	@test -n "$(EXP)" || { echo "usage: make logs EXP=<name>"; exit 2; }
-	@$(CLI) logs $(EXP)
+	@$(CLI) logs $(EXP) $(if $(RANK),--rank $(RANK))
 
 cancel:
 	@test -n "$(EXP)" || { echo "usage: make cancel EXP=<name>"; exit 2; }

@@ -14,9 +14,16 @@ EXIT_INTERRUPTED = 3  # training stopped by a signal after saving a checkpoint; 
 
 def cmd_train(args) -> int:
     exp = load_experiment(args.experiment, args.overrides)  # first: a bad name or file fails without importing torch
+    from . import distributed
     from .pipeline import run_training
+    from .trainer import resolve_device
 
-    outcome = run_training(exp)
+    # Under torchrun (WORLD_SIZE > 1) every process is one rank; otherwise a plain run (rank 0 of 1).
+    ctx = distributed.init_from_env(resolve_device(exp.train.device, distributed.DistContext()).type)
+    try:
+        outcome = run_training(exp, ctx)
+    finally:
+        distributed.shutdown()
     return 0 if outcome.status == "finished" else EXIT_INTERRUPTED
 
 

@@ -106,6 +106,9 @@ class SlurmConfig:
     gres: Optional[str] = "gpu:1"
     gpus_per_node: int = field(default=1, metadata=_range(0))
     nodes: int = field(default=1, metadata=_range(1))
+    # Processes (ranks) per node: 0 = one per GPU (gpus_per_node or the count in gres), 1 without GPUs. Set it only
+    # for CPU-only data-parallel jobs (gpus_per_node: 0); with GPUs it must equal the GPUs per node.
+    tasks_per_node: int = field(default=0, metadata=_range(0))
     time_min: int = field(default=120, metadata=_range(1))
     mem_gb: float = field(default=16.0, metadata=_range(0.0))
     cpus_per_task: int = field(default=4, metadata=_range(1))

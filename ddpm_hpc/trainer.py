@@ -17,11 +17,12 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__, checkpoint, paths, state
 from .config import Experiment, experiment_from_json
 from .data import BatchSampler, load_dataset, to_model_range
-from .distributed import DistContext
+from .distributed import DistContext, sync_batchnorm
 from .ema import EMA
 from .errors import CheckpointMismatch
 from .logging_utils import Progress, format_seconds, interactive, log
@@ -66,7 +67,7 @@ def resolve_device(name: str, ctx: DistContext) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
-        name = f"cuda:{ctx.local_rank}"
+        name = f"cuda:{ctx.local_rank % max(torch.cuda.device_count(), 1)}"  # one GPU per task if SLURM bound it
     return torch.device(name)
 
 
@@ -148,7 +149,7 @@ class Run:
         torch.manual_seed(exp.train.seed)
         self.model = build_model(exp.model, self.dataset.num_classes, tuple(self.dataset.images.shape[1:]))
         if ctx.enabled and exp.train.sync_batchnorm:
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.model = sync_batchnorm(self.model, self.device)  # torch's SyncBatchNorm, or ours on CPUs
         self.model.to(self.device)
         if exp.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -157,8 +158,12 @@ class Run:
         self.autocast_dtype = autocast_dtype(exp.train.precision, self.device)
         self.optimizer = make_adam(self.model.parameters(), exp.train.lr, exp.train.adam, self.device)
         self.ema = EMA(self.model, exp.train.ema_decay) if exp.train.ema_decay > 0 else None
-        self.forward_model = compile_model(self.model, log_fn, exp.train.compile_mode) if exp.train.compile \
-            else self.model
+        # Several ranks: DDP averages the gradients over them in backward(). self.model stays the plain module (EMA,
+        # checkpoints, sampling); self.wrapped is what the objective calls.
+        self.wrapped = self.model if not ctx.enabled else DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.forward_model = compile_model(self.wrapped, log_fn, exp.train.compile_mode) if exp.train.compile \
+            else self.wrapped
         self._compile_checked = not exp.train.compile  # the first compiled step may still fall back to eager
         self._generator = torch.Generator(device=self.device)  # reseeded every step (see step_generator)
         self.step = 0
@@ -242,7 +247,7 @@ class Run:
             labels = drop_labels(labels, self.dataset.num_classes, exp.train.label_dropout, share, gen)
         autocast = torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                                   enabled=self.autocast_dtype is not None)
-        if self.forward_model is not self.model and self.device.type == "cuda" and \
+        if self.forward_model is not self.wrapped and self.device.type == "cuda" and \
                 exp.train.compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer needed
         self.optimizer.zero_grad(set_to_none=True)
@@ -259,7 +264,7 @@ class Run:
             with torch.no_grad():  # undo BatchNorm statistics a compiled forward may have updated
                 for b, saved in zip(self.model.buffers(), buffers):
                     b.copy_(saved)
-            self.forward_model, self._compile_checked = self.model, True
+            self.forward_model, self._compile_checked = self.wrapped, True
             return self.train_step()  # redo the step from scratch: same batch, same noise
         self._compile_checked = True
         if exp.train.grad_clip > 0:
@@ -361,6 +366,7 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
             run.loss_smooth += 0.01 * (loss.float() - run.loss_smooth)
             step = run.step
             if step % exp.train.log_every == 0 or step == exp.train.steps:
+                ctx.mean_([loss_sum, run.loss_smooth])  # each rank's share -> the global batch's loss (see below)
                 now = time.monotonic()
                 mean = (loss_sum / (step - window_step)).item()  # the only host sync: once per log line
                 smooth = run.loss_smooth.item()
@@ -381,10 +387,14 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
                 every_steps(run)
             if after_step:
                 after_step(run)
-            stopping = ctx.any(stop.received is not None, run.device)
-            due = (step % exp.train.checkpoint_every == 0 or step == exp.train.steps or stopping or
-                   (exp.train.checkpoint_minutes > 0 and time.monotonic() - last_save > 60 * exp.train.checkpoint_minutes))
+            # Ranks agree on both (one all-reduce): a signal may reach one rank only, and their clocks differ.
+            timed = exp.train.checkpoint_minutes > 0 and time.monotonic() - last_save > 60 * exp.train.checkpoint_minutes
+            stopping, timed = ctx.any_each((stop.received is not None, timed), run.device)
+            due = step % exp.train.checkpoint_every == 0 or step == exp.train.steps or stopping or timed
             if due:
+                # The saved losses are global: the mean over ranks of each rank's sums (both are linear in the losses,
+                # so averaging at any step is exact), so a run resumed with another world size continues them.
+                ctx.mean_([loss_sum, run.loss_smooth])
                 run.wall_seconds += time.monotonic() - t_start
                 t_start = time.monotonic()
                 if ctx.is_main:

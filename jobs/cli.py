@@ -27,7 +27,7 @@ def cmd_status(args) -> int:
 def cmd_logs(args) -> int:
     from .status import show_logs
 
-    return show_logs(args.experiment, args.job, args.lines, args.follow)
+    return show_logs(args.experiment, args.job, args.lines, args.follow, rank=args.rank)
 
 
 def cmd_cancel(args) -> int:
@@ -54,6 +54,7 @@ def register(sub, with_experiment) -> None:
     p.add_argument("--job", help="job id (default: the latest job that has started)")
     p.add_argument("-n", "--lines", type=int, default=40)
     p.add_argument("-f", "--follow", action="store_true", help="keep following (tail -F)")
+    p.add_argument("--rank", type=int, default=0, help="which rank's logs, for multi-GPU jobs (default: 0)")
     p.set_defaults(func=cmd_logs)
     p = sub.add_parser("cancel", help="SLURM: cancel the experiment's live jobs (training saves a checkpoint first)")
     p.add_argument("experiment")

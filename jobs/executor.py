@@ -2,6 +2,11 @@
 
 The mapping is a plain dict (:func:`sbatch_parameters`) so it can be checked without SLURM installed
 (:func:`sbatch_script` renders the exact script submitit would submit).
+
+Several GPUs (``slurm.gpus_per_node: N``, or a count in ``gres``) and/or several nodes (``slurm.nodes: M``) make the
+training job start one task (one process, one rank) per GPU: ``--ntasks-per-node=N`` over M nodes, world size N*M.
+CPU-only data-parallel jobs (the tests) set ``slurm.tasks_per_node`` with ``gpus_per_node: 0``. The sampling job
+always runs one task on one GPU.
 """
 
 from __future__ import annotations
@@ -18,6 +23,44 @@ MIN_SIGNAL_DELAY_S = 10
 _GRES_GPUS = re.compile(r"^gpu(?::[A-Za-z0-9_.-]+)?(?::(\d+))?$")
 
 
+def _gres_count(gres: str) -> int | None:
+    """The GPU count of an NCC-style gres (``gpu``, ``gpu:2``, ``gpu:ampere:2``); None if it is not one."""
+    if not _GRES_GPUS.match(gres):
+        return None
+    parts = gres.split(":")
+    return int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
+
+
+def gpus_per_node(exp: Experiment) -> int:
+    """GPUs per node of the training job: the count in ``gres`` if it names more than one, else ``gpus_per_node``
+    (which then also sets the count in ``gres``: ``gpus_per_node: 4`` with the NCC default ``gres: gpu:1`` asks for
+    ``--gres=gpu:4``)."""
+    s = exp.slurm
+    if not s.gres:
+        return s.gpus_per_node
+    count = _gres_count(s.gres)
+    if count is None:
+        return max(1, s.gpus_per_node)  # a gres we cannot read (e.g. two resources): trust gpus_per_node
+    return count if count > 1 else max(count, s.gpus_per_node)
+
+
+def tasks_per_node(exp: Experiment) -> int:
+    """Ranks per node: one per GPU, or ``slurm.tasks_per_node`` for CPU-only jobs."""
+    return exp.slurm.tasks_per_node or max(1, gpus_per_node(exp))
+
+
+def world_size(exp: Experiment) -> int:
+    return exp.slurm.nodes * tasks_per_node(exp)
+
+
+def _gres_with_count(gres: str, count: int) -> str:
+    """``gpu[:type][:n]`` with the count set to ``count``."""
+    parts = gres.split(":")
+    if len(parts) > 1 and parts[-1].isdigit():
+        parts = parts[:-1]
+    return ":".join(parts + [str(count)])
+
+
 def check_slurm_config(exp: Experiment) -> None:
     """Refuse settings that would make requeue-on-time-limit or the job itself misbehave, in one line each."""
     s = exp.slurm
@@ -32,14 +75,18 @@ def check_slurm_config(exp: Experiment) -> None:
         raise ConfigError(
             f"{where}.signal_delay_s={s.signal_delay_s}: needs at least {MIN_SIGNAL_DELAY_S} s of warning before the "
             f"time limit to save a checkpoint and requeue (without it a time limit ends the run as TIMEOUT)")
-    if s.nodes != 1:
-        raise ConfigError(f"{where}.nodes={s.nodes}: make submit runs single-node, single-GPU jobs; use nodes: 1")
-    if s.gres:
-        m = _GRES_GPUS.match(s.gres)
-        if m and m.group(1) and int(m.group(1)) > 1:
-            raise ConfigError(f"{where}.gres={s.gres}: make submit runs one process on one GPU; use gpu:1")
-    elif s.gpus_per_node > 1:
-        raise ConfigError(f"{where}.gpus_per_node={s.gpus_per_node}: make submit runs one process on one GPU")
+    count = _gres_count(s.gres) if s.gres else None
+    if count is not None and count > 1 and s.gpus_per_node > 1 and count != s.gpus_per_node:
+        raise ConfigError(f"{where}.gres={s.gres} asks for {count} GPUs per node but slurm.gpus_per_node="
+                          f"{s.gpus_per_node}; set one of them (the other follows)")
+    gpus = gpus_per_node(exp)
+    if s.tasks_per_node and gpus > 0 and s.tasks_per_node != gpus:
+        raise ConfigError(f"{where}.tasks_per_node={s.tasks_per_node} but {gpus} GPU(s) per node: training runs one "
+                          f"task per GPU; leave tasks_per_node at 0 (it is for CPU-only jobs)")
+    world = world_size(exp)
+    if exp.data.batch_size % world:
+        raise ConfigError(f"experiment {exp.name}: data.batch_size={exp.data.batch_size} is the global batch and must "
+                          f"divide evenly over {world} ranks ({s.nodes} node(s) x {tasks_per_node(exp)} task(s))")
     reserved = {"output", "error", "open-mode", "open_mode", "signal", "dependency", "array"}
     clash = sorted(reserved & set(s.additional))
     if clash:
@@ -49,12 +96,15 @@ def check_slurm_config(exp: Experiment) -> None:
 def sbatch_parameters(exp: Experiment, kind: str, dependency: str | None = None) -> dict:
     """Keyword arguments for ``SlurmExecutor.update_parameters`` for the ``train`` or ``sample`` job."""
     s = exp.slurm
+    train = kind == "train"
+    gpus = gpus_per_node(exp) if train else min(1, gpus_per_node(exp))  # sampling: one process, one GPU
+    tasks = tasks_per_node(exp) if train else 1
     params: dict = {
         "job_name": f"ddpm-{exp.name}" + ("" if kind == "train" else "-sample"),
         "partition": s.partition,
         "time": s.time_min if kind == "train" else s.sample_time_min,
-        "nodes": 1,
-        "ntasks_per_node": 1,
+        "nodes": s.nodes if train else 1,
+        "ntasks_per_node": tasks,
         "cpus_per_task": s.cpus_per_task,
         "signal_delay_s": s.signal_delay_s,  # -> #SBATCH --signal=USR2@N, sent to the srun step (not B:)
         "setup": list(s.setup),
@@ -69,10 +119,15 @@ def sbatch_parameters(exp: Experiment, kind: str, dependency: str | None = None)
         params["qos"] = s.qos
     if s.account:
         params["account"] = s.account
-    if s.gres:
-        params["gres"] = s.gres  # NCC style: --gres=gpu[:type]:1 (gpus_per_node is then ignored)
-    elif s.gpus_per_node > 0:
-        params["gpus_per_node"] = s.gpus_per_node
+    if s.gres:  # NCC style: --gres=gpu[:type]:N, N = GPUs per node (gpus_per_node only sets N)
+        count = _gres_count(s.gres)
+        params["gres"] = _gres_with_count(s.gres, gpus) if count is not None and count != gpus else s.gres
+    elif gpus > 0:
+        params["gpus_per_node"] = gpus
+    if tasks * params["nodes"] > 1:
+        # A rank that dies (exception, OOM) ends the others at once instead of leaving them blocked in a collective
+        # until its timeout; ranks that stop normally exit 0 (jobs/tasks.py), so a requeue is never cut short.
+        params["srun_args"] = ["--kill-on-bad-exit=1"]
     if dependency:
         params["dependency"] = dependency
         # a failed training job must not leave its sampling job pending forever (DependencyNeverSatisfied)

@@ -25,6 +25,7 @@ class JobView:
     state: str = "UNKNOWN"
     detail: str = ""  # pending reason, or the one-line failure reason
     restarts: int = 0
+    world_size: int = 1  # ranks (tasks) of the job: from its last start event, else as submitted
     live: bool = False
     runs: list = field(default_factory=list)
 
@@ -46,9 +47,20 @@ def _tail_lines(path: Path, max_bytes: int = 64_000) -> list[str]:
         return []
 
 
-def log_paths(name: str, job_id: str) -> tuple[Path, Path]:
+def log_paths(name: str, job_id: str, rank: int = 0) -> tuple[Path, Path]:
+    """submitit's logs of one task (rank) of a job: ``<job>_<rank>_log.out|err``."""
     folder = registry.logs_dir(name)
-    return folder / f"{job_id}_0_log.out", folder / f"{job_id}_0_log.err"
+    return folder / f"{job_id}_{rank}_log.out", folder / f"{job_id}_{rank}_log.err"
+
+
+def log_ranks(name: str, job_id: str) -> list[int]:
+    """The ranks of a job that have written a log so far."""
+    ranks = []
+    for path in registry.logs_dir(name).glob(f"{job_id}_*_log.out"):
+        middle = path.name[len(f"{job_id}_"):-len("_log.out")]
+        if middle.isdigit():
+            ranks.append(int(middle))
+    return sorted(ranks)
 
 
 def failure_reason(name: str, job_id: str) -> str:
@@ -86,6 +98,8 @@ def job_view(name: str, entry: dict, queue: dict | None, acct: dict | None) -> J
         view.detail = failure_reason(name, job_id) or view.detail
         if not view.detail and rows:
             view.detail = f"exit code {rows[-1].exit_code}"
+    starts = [e for e in events if e.get("event") == "start" and e.get("world_size")]
+    view.world_size = int(starts[-1]["world_size"] if starts else entry.get("world_size") or 1)
     restarts_acct = max(0, len(rows) - 1)
     restarts_events = max((int(e.get("restart") or 0) for e in events), default=0)
     view.restarts = max(restarts_acct, restarts_events)
@@ -140,6 +154,8 @@ def experiment_status(name: str, queue: dict | None, acct: dict | None) -> str:
         view = job_view(name, train, queue, acct)
         running = view.state == "RUNNING"
         text = view.describe()
+        if view.world_size > 1:  # data-parallel: the number of ranks (processes, one per GPU)
+            text += f"  world {view.world_size}"
         if view.restarts:
             text += f"  restarts {view.restarts}"
         pieces.append(text)
@@ -178,7 +194,7 @@ def status(names: list[str], out=print) -> int:
     return 0
 
 
-def pick_job(name: str, job_id: str | None) -> dict:
+def pick_job(name: str, job_id: str | None, rank: int = 0) -> dict:
     jobs = registry.load(name)
     if not jobs:
         raise UserError(f"{name}: nothing submitted yet ({registry.registry_file(name)} not found)")
@@ -187,18 +203,27 @@ def pick_job(name: str, job_id: str | None) -> dict:
         if not match:
             raise UserError(f"{name} has no job {job_id}; its jobs: {', '.join(str(j['job_id']) for j in jobs)}")
         return match[-1]
-    started = [j for j in jobs if log_paths(name, str(j["job_id"]))[0].exists()]
+    started = [j for j in jobs if log_paths(name, str(j["job_id"]), rank)[0].exists()]  # e.g. RANK=1: training
     return started[-1] if started else jobs[-1]
 
 
-def show_logs(name: str, job_id: str | None = None, lines: int = 40, follow: bool = False, out=print) -> int:
-    entry = pick_job(name, job_id)
+def show_logs(name: str, job_id: str | None = None, lines: int = 40, follow: bool = False, out=print,
+              rank: int = 0) -> int:
+    entry = pick_job(name, job_id, rank)
     jid = str(entry["job_id"])
-    files = [p for p in log_paths(name, jid) if p.exists()]
+    files = [p for p in log_paths(name, jid, rank) if p.exists()]
+    ranks = log_ranks(name, jid)
     if not files:
-        out(f"{entry['kind']} job {jid} of {name} has not started yet (no {log_paths(name, jid)[0]}); "
+        if rank and ranks:
+            raise UserError(f"{entry['kind']} job {jid} of {name} has no rank {rank}; its ranks: "
+                            f"{', '.join(map(str, ranks))}")
+        out(f"{entry['kind']} job {jid} of {name} has not started yet (no {log_paths(name, jid, rank)[0]}); "
             f"see make status EXP={name}")
         return 0
+    others = [r for r in ranks if r != rank]
+    if others and not follow:
+        out(f"({entry['kind']} job {jid} has {len(ranks)} ranks; this is rank {rank}, the others: "
+            f"make logs EXP={name} RANK={others[0]}" + (f" ... RANK={others[-1]}" if len(others) > 1 else "") + ")")
     if follow:
         os.execvp("tail", ["tail", "-n", str(lines), "-F", *map(str, files)])
     for path in files:

@@ -16,7 +16,7 @@ from ddpm_hpc.config import Experiment, load_experiment
 from ddpm_hpc.errors import UserError
 
 from . import registry, slurm
-from .executor import check_slurm_config, make_executor
+from .executor import check_slurm_config, make_executor, world_size
 from .tasks import STEP_DELAY_VAR, SampleJob, TrainJob, current_roots
 
 
@@ -86,7 +86,8 @@ def _submit(executor, job, kind: str):
 
 def _entry(job_id: str, kind: str, overrides: list[str], exp: Experiment, after: str | None) -> dict:
     return {"job_id": str(job_id), "kind": kind, "submitted_at": registry.now(), "overrides": list(overrides),
-            "after": after, "steps": exp.train.steps, "cancelled_at": None}
+            "after": after, "steps": exp.train.steps, "cancelled_at": None,
+            "world_size": world_size(exp) if kind == "train" else 1}
 
 
 def _cancel(name: str, jobs: list[dict]) -> list[str]:
@@ -140,11 +141,14 @@ def submit_training(name: str, overrides: list[str], force: bool = False, out=pr
     sample_id = str(sample_job.job_id)
     registry.add(name, _entry(sample_id, "sample", overrides, exp, f"afterok:{train_id}"))
     rel = _display(folder)
-    out(f"submitted {name}: training job {train_id} ({exp.train.steps} steps, partition {exp.slurm.partition}), "
+    ranks = world_size(exp)
+    out(f"submitted {name}: training job {train_id} ({exp.train.steps} steps, partition {exp.slurm.partition}"
+        + (f", {ranks} ranks" if ranks > 1 else "") + "), "
         f"sampling job {sample_id} (runs after {train_id} succeeds)")
     out(f"  config snapshot: {_display(snapshot)}")
     out(f"  follow:  make status EXP={name}    make logs EXP={name}    squeue -j {train_id},{sample_id}")
-    out(f"  logs:    {rel}/{train_id}_0_log.out (and .err)    stop: make cancel EXP={name}")
+    out(f"  logs:    {rel}/{train_id}_0_log.out (and .err" + (f"; ranks 1-{ranks - 1}: {train_id}_<rank>_log.*"
+        if ranks > 1 else "") + f")    stop: make cancel EXP={name}")
     out(f"  results: make pull EXP={name} (on your laptop), or see {_display(paths.experiment_dir(name))}/samples")
     return train_id, sample_id
 

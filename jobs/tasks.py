@@ -17,6 +17,14 @@ Pre-emption and time limits (both arrive as SIGUSR2, sent to the srun step):
 4. USR2 outside ``train()`` (while importing or loading data, or while writing the final figures) reaches
    submitit's handler, which calls :meth:`checkpoint` (a fresh job, no state) and requeues; nothing is lost
    because nothing was trained in that window.
+
+Several tasks (``slurm.gpus_per_node`` > 1, ``slurm.nodes`` > 1, or ``slurm.tasks_per_node``): every task runs
+:class:`TrainJob`, one rank each. ``TorchDistributedEnvironment().export()`` sets RANK, WORLD_SIZE, LOCAL_RANK,
+MASTER_ADDR and MASTER_PORT from the SLURM variables, then ``distributed.init_from_env`` joins the process group (NCCL
+on GPUs, gloo on CPUs). Slurm signals every task; the ranks agree on the step to stop at (the trainer), rank 0 saves,
+and only rank 0 writes events and requeues (submitit's rule: its own handler also acts on rank 0 only). The other
+ranks return normally (exit 0) after that save, so that ``srun --kill-on-bad-exit`` never cuts rank 0's requeue
+short. After the requeue every rank starts again from the top and loads the same newest checkpoint.
 """
 
 from __future__ import annotations
@@ -65,6 +73,30 @@ def _restarts() -> int:
         return 0
 
 
+def _rank() -> tuple[int, int]:
+    """(global rank, number of tasks) of this process in its SLURM job; (0, 1) outside one."""
+    try:
+        env = submitit.JobEnvironment()
+        return int(getattr(env, "global_rank", 0)), int(getattr(env, "num_tasks", 1))
+    except Exception:
+        return 0, 1
+
+
+def _init_distributed(exp):
+    """A :class:`DistContext`: rank 0 of 1 for one task, else the joined process group of this job's tasks."""
+    from ddpm_hpc.distributed import DistContext, init_from_env
+    from ddpm_hpc.trainer import resolve_device
+
+    if _rank()[1] <= 1:
+        return DistContext()
+    # overwrite: a requeued run gets the same values again; CUDA_VISIBLE_DEVICES is left as Slurm set it (the
+    # trainer picks cuda:<local rank> among the visible GPUs, or cuda:0 when Slurm bound one GPU to each task).
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    if submitit.JobEnvironment().num_nodes == 1:  # all ranks on this node: loopback, whether or not the node's name resolves
+        os.environ["MASTER_ADDR"] = "127.0.0.1"
+    return init_from_env(resolve_device(exp.train.device, DistContext()).type)
+
+
 def _one_line(exc: BaseException) -> str:
     text = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -97,7 +129,13 @@ class _Job(submitit.helpers.Checkpointable):
         return exp, _job_id()
 
     def _event(self, exp_name: str, event: str, **fields) -> None:
-        registry.record_event(exp_name, job_id=_job_id(), kind=self.kind, event=event, restart=_restarts(), **fields)
+        rank = _rank()[0]
+        if rank == 0:  # one line per event of the job, whatever its number of ranks
+            registry.record_event(exp_name, job_id=_job_id(), kind=self.kind, event=event, restart=_restarts(),
+                                  **fields)
+        elif event == "failed":  # a rank that fails alone says so, with its rank
+            registry.record_event(exp_name, job_id=_job_id(), kind=self.kind, event=event, restart=_restarts(),
+                                  rank=rank, **fields)
 
     def checkpoint(self, *args, **kwargs):
         """submitit's handler calls this on USR2 outside the training loop: requeue a fresh job (no state)."""
@@ -126,17 +164,27 @@ class TrainJob(_Job):
         return TrainJob(self.config_json, self.roots, self.max_requeues, self.step_delay_s)
 
     def __call__(self) -> dict:
+        from ddpm_hpc import distributed
         from ddpm_hpc.pipeline import run_training
 
         exp, _ = self._setup()
-        self._event(exp.name, "start", step=_latest_step(exp.name), total=exp.train.steps,
-                    host=os.uname().nodename)
         delay = self.step_delay_s
         try:
-            outcome = run_training(exp, after_step=(lambda run: time.sleep(delay)) if delay > 0 else None)
+            ctx = _init_distributed(exp)
+            if ctx.enabled:
+                print(f"rank {ctx.rank} of {ctx.world_size} (local rank {ctx.local_rank}) on {os.uname().nodename}"
+                      + ("" if ctx.is_main else ": training; rank 0 logs the progress"), flush=True)
+            self._event(exp.name, "start", step=_latest_step(exp.name), total=exp.train.steps,
+                        host=os.uname().nodename, world_size=ctx.world_size)
+            outcome = run_training(exp, ctx, after_step=(lambda run: time.sleep(delay)) if delay > 0 else None)
         except Exception as exc:  # UserError (missing data, checkpoint mismatch) or a bug: one line for make status
             self._fail(exp.name, exc)
             raise
+        finally:
+            distributed.shutdown()
+        if not ctx.is_main:  # rank 0 saved (the trainer waited for it), records the outcome and requeues
+            print(f"rank {ctx.rank}: {outcome.status} at step {outcome.step}", flush=True)
+            return {"rank": ctx.rank, "status": outcome.status, "step": outcome.step, "signal": outcome.signal}
         if outcome.status == "finished":
             self._event(exp.name, "finished", step=outcome.step)
             return {"step": outcome.step, "checkpoint": str(outcome.checkpoint)}

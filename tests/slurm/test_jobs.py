@@ -83,11 +83,40 @@ def test_sbatch_script_for_ncc_defaults(tmp_path, monkeypatch):
     assert "#SBATCH --time=30\n" in sample
 
 
+def test_sbatch_script_for_several_gpus_and_nodes(tmp_path, monkeypatch):
+    """gpus_per_node: 4 over the NCC default gres gpu:1 -> --gres=gpu:4, one task per GPU; sampling stays 1 GPU."""
+    pytest.importorskip("submitit")
+    from jobs.executor import sbatch_script, world_size
+
+    monkeypatch.setenv("DDPM_HPC_EXPERIMENTS", str(tmp_path))
+    monkeypatch.delenv("DDPM_HPC_CLUSTER_CONFIG", raising=False)
+    (tmp_path / "_cluster.yaml").write_text((REPO / "experiments" / "_cluster.yaml").read_text())
+    exp = _experiment("ncc", ["slurm.gpus_per_node=4", "slurm.nodes=2", "slurm.gres=gpu:ampere:1"], tmp_path=tmp_path)
+    assert world_size(exp) == 8
+    train = sbatch_script(exp, "train", tmp_path / "logs")
+    for line in ("--gres=gpu:ampere:4", "--nodes=2", "--ntasks-per-node=4", "--cpus-per-task=4"):
+        assert f"#SBATCH {line}\n" in train, line
+    assert "--kill-on-bad-exit=1" in train and "--gpus-per-node" not in train
+    sample = sbatch_script(exp, "sample", tmp_path / "logs", "afterok:1")
+    for line in ("--gres=gpu:ampere:1", "--nodes=1", "--ntasks-per-node=1"):
+        assert f"#SBATCH {line}\n" in sample, line
+    assert "--kill-on-bad-exit" not in sample
+    # the default stays one task on one GPU
+    one = sbatch_script(_experiment("ncc", tmp_path=tmp_path), "train", tmp_path / "logs")
+    assert "#SBATCH --ntasks-per-node=1\n" in one and "#SBATCH --gres=gpu:1\n" in one
+    assert "--kill-on-bad-exit" not in one
+    # CPU-only data parallelism (the SLURM tests): tasks_per_node ranks, no GPU requested
+    cpu = _experiment("cpu", ["slurm.tasks_per_node=2"], LOCAL_CLUSTER, tmp_path)
+    script = sbatch_script(cpu, "train", tmp_path / "logs")
+    assert "#SBATCH --ntasks-per-node=2\n" in script and "gpu" not in script and world_size(cpu) == 2
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["slurm.signal_delay_s=700", "slurm.time_min=20"], "more than half of slurm.time_min"),
     (["slurm.signal_delay_s=5"], "at least 10 s"),
-    (["slurm.gres=gpu:ampere:2"], "one process on one GPU"),
-    (["slurm.nodes=2"], "single-node"),
+    (["slurm.gres=gpu:ampere:2", "slurm.gpus_per_node=4"], "asks for 2 GPUs per node"),
+    (["slurm.gpus_per_node=2", "slurm.tasks_per_node=3"], "one task per GPU"),
+    (["slurm.nodes=3"], "divide evenly over 3 ranks"),
     (["slurm.additional={signal: USR1@60}"], "set by make submit itself"),
 ])
 def test_slurm_config_refusals(tmp_path, monkeypatch, overrides, message):
@@ -123,7 +152,8 @@ def test_train_job_requeues_itself_with_a_fresh_job(tmp_path, monkeypatch, resta
     requeued = []
     monkeypatch.setattr(tasks, "requeue", requeued.append)
     monkeypatch.setattr("ddpm_hpc.pipeline.run_training",
-                        lambda exp, after_step=None: TrainOutcome("interrupted", 42, "SIGUSR2", tmp_path / "c"))
+                        lambda exp, ctx=None, after_step=None: TrainOutcome("interrupted", 42, "SIGUSR2",
+                                                                            tmp_path / "c"))
     exp = _experiment("x", None, LOCAL_CLUSTER, exps)
     job = tasks.TrainJob(exp.to_json(), tasks.current_roots(), max_requeues=3)
     if restarts < 0:  # scontrol missing or refusing: the job fails with that reason instead of hanging on

@@ -1,0 +1,138 @@
+"""Data-parallel training on the CPU (gloo): W ranks with the global batch B train the same model as 1 process with
+batch B, and a W-rank checkpoint resumes with another world size.
+
+The ranks are real processes (``torch.multiprocessing.spawn``) joined through ``distributed.init_from_env``
+(MASTER_ADDR=127.0.0.1, a free port), each with one torch thread. The model is a tiny seed U-Net, whose BatchNorm
+layers become :class:`ddpm_hpc.distributed.CPUSyncBatchNorm`, with EMA, so every kind of state is compared.
+
+Why "close" and not ``torch.equal``: the maths is the same (same rows, same noise and t, BatchNorm over the global
+batch, gradient = mean over the global batch), but the floating-point sums are done in another order. One process
+sums the per-pixel squared errors of B rows at once; two ranks sum B/2 rows each, scale by 1/2 (DDP divides each
+rank's gradient by W) and add them in the gloo all-reduce. The BatchNorm statistics are likewise sums of per-rank
+partial sums. Each reordering changes the last bits (~1e-7 relative, float32), and Adam's update divides by
+sqrt(v), which amplifies relative differences of near-zero gradients, so after a few steps the weights agree to
+``ATOL`` rather than exactly. Two runs with the same world size do repeat exactly (see tests/slurm).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from _train_helpers import TINY, roots
+
+STEPS = 6
+STOP_AT = 3
+# Measured max |difference| after 6 steps: ~1e-6 (weights, EMA, Adam moments); the updates are lr=1e-3 per step.
+ATOL, RTOL = 5e-5, 1e-4
+CONFIG = {**TINY, "data": {**TINY["data"], "batch_size": 8},
+          "model": {**TINY["model"], "conditioning": "embedding"},
+          "train": {**TINY["train"], "steps": STEPS, "label_dropout": 0.25, "log_every": 2, "checkpoint_every": 2}}
+
+
+def _experiment(steps: int = STEPS):
+    from ddpm_hpc.config import build_experiment
+
+    raw = json.loads(json.dumps(CONFIG))
+    raw["train"]["steps"] = steps
+    return build_experiment("ddp", raw, "test_distributed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, world: int, port: int, root: str, exp_json: str, stop_rank: int) -> None:
+    """One rank: environment as a launcher (torchrun, submitit) would set it, then the ordinary training call."""
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from ddpm_hpc import distributed
+    from ddpm_hpc.config import experiment_from_json
+    from ddpm_hpc.trainer import train
+
+    def signal_once(run):  # SIGUSR2 reaches this rank only: every rank must still stop at the same step
+        if rank == stop_rank and run.step == STOP_AT:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    with roots(Path(root)):
+        ctx = distributed.init_from_env("cpu")
+        try:
+            outcome = train(experiment_from_json(exp_json), ctx, log_fn=lambda *_: None, after_step=signal_once)
+        finally:
+            distributed.shutdown()
+    (Path(root) / f"outcome-{rank}.json").write_text(json.dumps({"status": outcome.status, "step": outcome.step}))
+
+
+def train_ranks(root: Path, world: int, exp, stop_rank: int = -1) -> list[dict]:
+    torch.multiprocessing.spawn(_rank_main, args=(world, _free_port(), str(root), exp.to_json(), stop_rank),
+                                nprocs=world, join=True)
+    return [json.loads((root / f"outcome-{r}.json").read_text()) for r in range(world)]
+
+
+def final_tensors(root: Path, name: str = "ddp") -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    folder = root / "checkpoints" / name
+    pointer = json.loads((folder / "latest.json").read_text())
+    return load_file(folder / pointer["file"])
+
+
+def compare(ours: dict, reference: dict) -> float:
+    """Every tensor but the process RNG states is close to the reference (integer ones equal); returns max |diff|."""
+    keys = [k for k in reference if not k.startswith("rng.")]
+    assert sorted(k for k in ours if not k.startswith("rng.")) == sorted(keys)
+    worst = 0.0
+    for k in keys:
+        a, b = ours[k], reference[k]
+        assert a.shape == b.shape and a.dtype == b.dtype, k
+        if not a.is_floating_point():
+            assert torch.equal(a, b), k
+            continue
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=RTOL, msg=lambda m, k=k: f"{k}: {m}")
+        worst = max(worst, (a - b).abs().max().item())
+    return worst
+
+
+@pytest.fixture(scope="module")
+def one_rank(tmp_path_factory) -> dict[str, torch.Tensor]:
+    """The reference: one process, global batch 8, STEPS steps."""
+    from ddpm_hpc.trainer import train
+
+    root = tmp_path_factory.mktemp("one-rank")
+    with roots(root):
+        assert train(_experiment(), log_fn=lambda *_: None).step == STEPS
+    return final_tensors(root)
+
+
+def test_two_ranks_train_the_same_weights_as_one_process(tmp_path, one_rank):
+    outcomes = train_ranks(tmp_path, 2, _experiment())
+    assert outcomes == [{"status": "finished", "step": STEPS}] * 2
+    ours = final_tensors(tmp_path)
+    worst = compare(ours, one_rank)
+    print(f"2 ranks vs 1 process after {STEPS} steps: max |diff| {worst:.2e}")
+    # only rank 0 wrote: one metrics file with one line per log step, the global loss
+    lines = (tmp_path / "experiments" / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["step"] for ln in lines] == list(range(2, STEPS + 1, 2))
+
+
+def test_a_signal_on_one_rank_stops_all_and_one_rank_resumes_the_checkpoint(tmp_path, one_rank):
+    outcomes = train_ranks(tmp_path, 2, _experiment(), stop_rank=1)
+    assert outcomes == [{"status": "interrupted", "step": STOP_AT}] * 2  # both ranks stopped at the same step
+    saved = final_tensors(tmp_path)
+    assert int(saved["data.next_step"]) == STOP_AT
+    from ddpm_hpc.trainer import train
+
+    with roots(tmp_path):  # the same experiment with 1 process: continues the same global batches
+        outcome = train(_experiment(), log_fn=lambda *_: None)
+    assert (outcome.status, outcome.step) == ("finished", STEPS)
+    worst = compare(final_tensors(tmp_path), one_rank)
+    print(f"2 ranks to step {STOP_AT}, then 1 process to {STEPS}, vs 1 process: max |diff| {worst:.2e}")
