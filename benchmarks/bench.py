@@ -57,6 +57,8 @@ VARIANTS = {
     "channels-last": {"channels_last": True},
     "bf16": {"precision": "bf16"},
     "bf16+cl": {"precision": "bf16", "channels_last": True},
+    "bf16+fused": {"precision": "bf16", "adam": "fused"},
+    "bf16+cl+foreach": {"precision": "bf16", "channels_last": True, "adam": "foreach"},
     "compile": {"compile": True},
     "compile+fused": {"compile": True, "adam": "fused"},
     "compile+cl+fused": {"compile": True, "channels_last": True, "adam": "fused"},
@@ -223,7 +225,7 @@ def flops_per_image(device) -> float | None:
         with FlopCounterMode(display=False) as counter:
             net(x).square().mean().backward()
         return counter.get_total_flops() / 4
-    except Exception:  # an old torch without the counter: the table just lacks the column
+    except (ImportError, RuntimeError):  # an old torch without the counter: the table just lacks the column
         return None
 
 
@@ -314,7 +316,7 @@ def bench_sampling(device, args, results):
         model = cond if w != 1.0 else net
         fn_net = guided(model, labels if w != 1.0 else None, w, 10)
 
-        def fn():
+        def fn(sampler=sampler, fn_net=fn_net, steps=steps):
             with torch.inference_mode():
                 x = torch.randn(n, 3, 32, 32, device=device)
                 SAMPLERS[sampler](fn_net, x, schedule, steps=steps)
@@ -327,7 +329,8 @@ def bench_sampling(device, args, results):
         nfe = network_evaluations(sampler, steps, w)
         results["sampling"].append({"sampler": sampler, "steps": steps, "guidance": w, "nfe_per_image": nfe,
                                     "batch": n, "img_per_s": rate, "evals_per_s": rate * nfe})
-        print(f"  sample {sampler:5s} {steps:4d} steps{' CFG w=%g' % w if w != 1 else '':9s} NFE {nfe:4d}  "
+        cfg = f" CFG w={w:g}" if w != 1 else ""
+        print(f"  sample {sampler:5s} {steps:4d} steps{cfg:9s} NFE {nfe:4d}  "
               f"{rate:9.2f} img/s", flush=True)
 
 
@@ -348,8 +351,8 @@ def bench_checkpoint(data_root, device, args, results):
                              "train_step_s": step_time, "checkpoint_every": cfg.checkpoint_every,
                              "checkpoint_minutes": cfg.checkpoint_minutes, "seconds_between_saves": every_s,
                              "share_of_training": share}
-    print(f"  checkpoint {size / 1e6:.1f} MB  save {statistics.median(save):.3f} s  load {statistics.median(load):.3f} s"
-          f"  step {step_time * 1000:.1f} ms  -> {100 * share:.2f}% of training (a save every {every_s:.0f} s: "
+    print(f"  checkpoint {size / 1e6:.1f} MB  save {statistics.median(save):.3f} s  "
+          f"load {statistics.median(load):.3f} s  step {step_time * 1000:.1f} ms  -> {100 * share:.2f}% of training (a save every {every_s:.0f} s: "
           f"every {cfg.checkpoint_every} steps or {cfg.checkpoint_minutes:g} min)", flush=True)
 
 
@@ -362,9 +365,9 @@ def print_table(results) -> None:
     if rows:
         print(f"\ntraining on {results['device_name']} ({results['device']}, {results['threads']} threads), "
               f"load average before/after {results['load_average_before']} / {results['load_average_after']}")
-        has_flops = any("tflop_per_s" in r for r in rows)
+        has_flops, has_peak = (any(key in r for r in rows) for key in ("tflop_per_s", "fraction_of_peak"))
         print(f"  {'batch':>5s}  {'variant':<24s} {'img/s':>9s}  {'vs practical':>12s}" +
-              ("  TFLOP/s  of peak" if has_flops else ""))
+              ("  TFLOP/s" if has_flops else "") + ("  of peak" if has_peak else ""))
         for r in rows:
             extra = ""
             if has_flops:
@@ -393,6 +396,7 @@ def main(argv=None) -> int:
     p.add_argument("--loss-steps", type=int, default=0, help="also run the loss check for this many steps")
     p.add_argument("--loss-fast", default="defaults", choices=list(VARIANTS), help="fast variant of the loss check")
     p.add_argument("--loss-practical", action="store_true", help="also run the practical loop in the loss check")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the whole run")
     p.add_argument("--quick", action="store_true", help="a smoke run of every section (CI, tests)")
     p.add_argument("--skip", nargs="*", default=[], choices=["training", "sampling", "checkpoint"])
     p.add_argument("--json", action="store_true", help="print the JSON result to stdout too")
@@ -400,6 +404,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if cuda:
         torch.backends.cudnn.benchmark = True
     args.batches = args.batches or ([16, 128, 256] if cuda else [16, 128])

@@ -74,11 +74,12 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # Fast paths (docs/performance.md has the measurements behind the defaults). None of them changes what is
     # trained: a checkpoint made with one setting resumes under any other.
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 autocast; auto: bf16 on CUDA GPUs that support it
+    # bf16 autocast (weights and optimizer stay fp32). auto: bf16 on CUDA GPUs and CPUs with native bf16, else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = False
     compile: bool = False  # torch.compile the network; the first step compiles (a minute on a small CPU)
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
-    adam: Literal["auto", "fused", "foreach", "for-loop"] = "auto"  # optimizer kernel; auto: fused
+    adam: Literal["auto", "fused", "foreach", "for-loop"] = "auto"  # auto: fused (foreach for channels_last on a CPU)
     cudnn_benchmark: bool = True  # CUDA only: let cuDNN pick the fastest convolution algorithms
     sync_batchnorm: bool = True  # multi-GPU only
 

@@ -92,7 +92,7 @@ def _init_distributed(exp):
     # overwrite: a requeued run gets the same values again; CUDA_VISIBLE_DEVICES is left as Slurm set it (the
     # trainer picks cuda:<local rank> among the visible GPUs, or cuda:0 when Slurm bound one GPU to each task).
     submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-    if submitit.JobEnvironment().num_nodes == 1:  # all ranks on this node: loopback, whether or not the node's name resolves
+    if submitit.JobEnvironment().num_nodes == 1:  # all ranks here: loopback, whether or not the node name resolves
         os.environ["MASTER_ADDR"] = "127.0.0.1"
     return init_from_env(resolve_device(exp.train.device, DistContext()).type)
 

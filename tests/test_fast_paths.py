@@ -8,11 +8,11 @@ import shutil
 
 import pytest
 import torch
+from fixtures import write_mnist
 
 from ddpm_hpc import trainer
 from ddpm_hpc.config import DataConfig, Experiment, ModelConfig, TrainConfig
 from ddpm_hpc.trainer import Run, autocast_dtype, make_adam
-from fixtures import write_mnist
 
 PLAIN = {"precision": "fp32", "channels_last": False, "compile": False, "adam": "for-loop"}
 # The seed U-Net's architecture (strided 4x4 convolutions, transposed convolutions, BatchNorm, skips), narrower so
@@ -49,7 +49,7 @@ def assert_close_weights(a: Run, b: Run, atol: float, rtol: float = 0.0):
     wa, wb = weights(a), weights(b)
     assert wa.keys() == wb.keys()
     for name in wa:
-        torch.testing.assert_close(wa[name], wb[name], atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(wa[name], wb[name], atol=atol, rtol=rtol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_channels_last_equals_plain_within_float_tolerance(data_root):
@@ -89,7 +89,11 @@ def test_all_fast_paths_together_stay_within_bf16_tolerance(data_root):
     torch.testing.assert_close(train(fast), train(plain), rtol=3e-2, atol=1e-3)
 
 
-def test_precision_auto_is_fp32_on_cpu_and_bf16_on_capable_gpus(monkeypatch):
+def test_precision_auto_is_bf16_where_the_hardware_has_it(monkeypatch):
+    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: True)  # e.g. AVX512-BF16 (Zen 4, Cooper Lake) or AMX
+    assert autocast_dtype("auto", torch.device("cpu")) is torch.bfloat16
+    assert autocast_dtype("fp32", torch.device("cpu")) is None
+    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: False)  # emulated bf16 would be slower than fp32
     assert autocast_dtype("auto", torch.device("cpu")) is None
     assert autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
     assert autocast_dtype("fp32", torch.device("cuda", 0)) is None
@@ -126,7 +130,7 @@ def test_compile_failure_falls_back_to_eager_with_the_same_step(data_root, monke
             self.model = model
 
         def forward(self, *args):
-            out = self.model(*args)  # BatchNorm running statistics move, as a compiled forward's would
+            self.model(*args)  # BatchNorm running statistics move, as a compiled forward's would
             raise RuntimeError("backend compiler failed: no C++ compiler")
 
     monkeypatch.setattr(trainer, "compile_model", lambda model, log_fn, mode="default": Broken(model))

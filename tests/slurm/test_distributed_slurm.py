@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_jobs import JOB_TIMEOUT, LOCAL_CLUSTER, Lab, wait_final, wait_step  # noqa: E402
+from test_jobs import LOCAL_CLUSTER, Lab, wait_final, wait_step
 
 STEPS = 40
 DDP = f"""\
