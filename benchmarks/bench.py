@@ -48,7 +48,8 @@ from ddpm_hpc.schedules import linear_schedule  # noqa: E402
 from ddpm_hpc.trainer import Run, autocast_dtype  # noqa: E402
 
 # The toolkit's training variants: TrainConfig options on top of PLAIN, the path without any fast path
-# (fp32, NCHW, eager, Adam's per-parameter loop: what the practical's loop runs, minus its data pipeline).
+# (fp32, NCHW, eager, Adam's per-parameter loop: what the practical's loop runs, minus its data pipeline), or on top
+# of the shipped defaults (names starting with "defaults"). "threads" sets torch.set_num_threads for that variant.
 PLAIN = {"precision": "fp32", "channels_last": False, "compile": False, "adam": "for-loop"}
 VARIANTS = {
     "plain": {},
@@ -61,15 +62,20 @@ VARIANTS = {
     "bf16+cl+foreach": {"precision": "bf16", "channels_last": True, "adam": "foreach"},
     "compile": {"compile": True},
     "compile+fused": {"compile": True, "adam": "fused"},
-    "compile+cl+fused": {"compile": True, "channels_last": True, "adam": "fused"},
-    "compile+bf16+cl+fused": {"compile": True, "precision": "bf16", "channels_last": True, "adam": "fused"},
+    "compile+bf16+fused": {"compile": True, "precision": "bf16", "adam": "fused"},
     "compile-cudagraphs": {"compile": True, "compile_mode": "reduce-overhead"},
     "1-thread": {"threads": 1},
-    "defaults": None,  # TrainConfig() as shipped: what a user gets without touching any option
+    "defaults": {},  # TrainConfig() as shipped: what a user gets without touching any option
+    "defaults+cl": {"channels_last": True},
+    "defaults+compile": {"compile": True},
+    "defaults+cudagraphs": {"compile": True, "compile_mode": "reduce-overhead"},
+    "defaults-1-thread": {"threads": 1},
 }
-CPU_SET = ["plain", "fused-adam", "foreach-adam", "channels-last", "bf16", "bf16+cl", "compile+fused", "defaults"]
-CPU_LARGE_SET = ["plain", "defaults", "compile+fused"]
-CUDA_SET = ["plain", "fused-adam", "channels-last", "bf16", "bf16+cl", "compile", "compile-cudagraphs", "defaults"]
+CPU_SET = ["plain", "fused-adam", "foreach-adam", "channels-last", "bf16", "bf16+cl", "bf16+fused", "bf16+cl+foreach",
+           "defaults", "defaults+compile", "1-thread", "defaults-1-thread"]
+CPU_LARGE_SET = ["plain", "defaults", "defaults+compile"]
+CUDA_SET = ["plain", "fused-adam", "channels-last", "bf16", "bf16+cl", "defaults", "defaults+cl", "defaults+compile",
+            "defaults+cudagraphs"]
 PEAK_BF16_TFLOPS = {"H200": 790.0, "H100": 790.0}  # the issue's figure for the H200's dense bf16 peak
 
 
@@ -186,11 +192,14 @@ def practical_loop(data_root: Path, device, batch: int, steps_per_repeat: int):
 
 
 def toolkit_options(variant: str) -> tuple[dict, int | None]:
-    options = VARIANTS[variant]
-    if options is None:
-        return {}, None
-    options = {**PLAIN, **options}
-    return {k: v for k, v in options.items() if k != "threads"}, options.get("threads")
+    options = dict(VARIANTS[variant]) if variant.startswith("defaults") else {**PLAIN, **VARIANTS[variant]}
+    threads = options.pop("threads", None)
+    return options, threads
+
+
+def adam_kernel(optimizer) -> str:
+    group = optimizer.param_groups[0]
+    return "fused" if group["fused"] else "foreach" if group["foreach"] else "for-loop"
 
 
 def toolkit_run(data_root: Path, device, batch: int, **train_options) -> Run:
@@ -235,7 +244,7 @@ def bench_training(data_root, device, args, results):
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in results["device_name"]), None) if cuda else None
     for batch in args.batches:
         names = args.variants or (CUDA_SET if cuda else (CPU_SET if batch <= 16 else CPU_LARGE_SET))
-        steps = args.steps if batch <= 16 or cuda else max(1, args.steps * 16 // batch)
+        steps = args.steps if batch <= 16 or cuda else max(2, args.steps * 16 // batch)
         print(f"  training, batch {batch}: {steps} steps per repeat, {args.repeats} repeats, "
               f"{args.warmup} warm-up repeat(s)", flush=True)
         fns, info = {}, {}
@@ -249,7 +258,8 @@ def bench_training(data_root, device, args, results):
                 resolved = {**TrainConfig().__dict__, **options}
                 info[name] = {"options": {k: resolved[k] for k in ("precision", "channels_last", "compile",
                                                                      "compile_mode", "adam")},
-                              "autocast": str(run.autocast_dtype), "threads": threads or torch.get_num_threads()}
+                              "autocast": str(run.autocast_dtype), "adam_kernel": adam_kernel(run.optimizer),
+                              "threads": threads or torch.get_num_threads()}
             times = round_robin(fns, device, args.warmup, args.repeats)
         except torch.cuda.OutOfMemoryError:
             print(f"  batch {batch}: out of memory, skipped", flush=True)

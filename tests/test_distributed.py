@@ -32,7 +32,10 @@ STOP_AT = 3
 ATOL, RTOL = 5e-5, 1e-4
 CONFIG = {**TINY, "data": {**TINY["data"], "batch_size": 8},
           "model": {**TINY["model"], "conditioning": "embedding"},
-          "train": {**TINY["train"], "steps": STEPS, "label_dropout": 0.25, "log_every": 2, "checkpoint_every": 2}}
+          # fp32: with bf16 autocast (train.precision=auto on CPUs with native bf16) every activation is rounded to
+          # 8 bits of mantissa, and the 1-vs-2-rank differences are those roundings (~1e-2), not the reduction order
+          "train": {**TINY["train"], "steps": STEPS, "label_dropout": 0.25, "log_every": 2, "checkpoint_every": 2,
+                    "precision": "fp32"}}
 
 
 def _experiment(steps: int = STEPS):
