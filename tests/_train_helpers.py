@@ -35,7 +35,10 @@ TINY = {
     "model": {"arch": "seed_unet", "channels": [8, 8, 16, 16, 16]},
     "diffusion": {"T": 50},
     "train": {"steps": 30, "lr": 0.001, "ema_decay": 0.9, "log_every": 2, "checkpoint_every": 3,
-              "checkpoint_minutes": 0, "keep_checkpoints": 3, "device": "cpu"},
+              "checkpoint_minutes": 0, "keep_checkpoints": 3, "device": "cpu",
+              # fp32, whatever the CPU: the multi-rank tests' tolerances are derived for fp32 sums (precision=auto
+              # is bf16 on CPUs with native bf16; tests/test_fast_paths.py covers bf16)
+              "precision": "fp32"},
 }
 
 
