@@ -29,10 +29,7 @@ def cifar10_root(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors on a shared 2-core machine: more threads only contend (several times slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small tensors on a shared 2-core machine: more threads only contend (several times slower under load). Set once for
+# the whole session: a module-scoped fixture trained under one thread count and compared bitwise with a run under
+# another would differ (reduction order), so the count must not change between tests.
+torch.set_num_threads(1)
