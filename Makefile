@@ -2,8 +2,15 @@
 #   make setup                  create .venv and install everything (torch pinned, see TORCH below)
 #   make demo                   train + sample the embedded-digits demo on this machine (CPU is fine)
 #   make test                   the test suite (no SLURM, no GPU, no downloads)
-#   make local EXP=name [SET="train.steps=500 sample.sampler=ddim"]
+#   make local EXP=name [SET="train.steps=500 sample.sampler=ddim"]   train + sample here, in this process
+#   make list                   the experiments, one line each
 #   make data                   download MNIST and CIFAR-10 into $DDPM_HPC_DATA (login node: it has internet)
+#   make submit EXP=name [SET=...] [FORCE=1]   train on SLURM (+ a chained sampling job); docs/slurm.md
+#   make status [EXP=name]   make logs EXP=name [RANK=r]   make cancel EXP=name   make sample EXP=name [SET=...]
+#   make report [EXP=name]   make pull EXP=name|all [CKPT=1]                     docs/results.md
+#   make eval EXP=name [SET=...] [ARGS="--n 1000"]   make fid-weights             sample-quality metrics
+#   make bench [ARGS=...]                                                         docs/performance.md
+#   make test-slurm             the SLURM suite on a throwaway local cluster (needs root)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,7 +25,7 @@ SET    ?=
 .PHONY: setup demo test local train sample data list help
 
 help:
-	@sed -n '2,7p' Makefile
+	@sed -n '2,14p' Makefile
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
