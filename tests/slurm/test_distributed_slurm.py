@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_jobs import LOCAL_CLUSTER, Lab, wait_final, wait_step
+from test_jobs import Lab, make_lab, wait_final, wait_step
 
 STEPS = 40
 DDP = f"""\
@@ -35,16 +35,7 @@ DELAY = 0.15  # s per step: the run takes long enough to be interrupted mid-way
 
 @pytest.fixture(scope="module")
 def lab(slurm_cluster, tmp_path_factory) -> Lab:
-    import os
-
-    root = tmp_path_factory.mktemp("slurm-ddp")
-    (root / "experiments").mkdir()
-    (root / "experiments" / "_cluster.yaml").write_text(LOCAL_CLUSTER)
-    env = {**os.environ, "DDPM_HPC_EXPERIMENTS": str(root / "experiments"),
-           "DDPM_HPC_CHECKPOINTS": str(root / "checkpoints"), "DDPM_HPC_DATA": str(root / "data"),
-           "DDPM_HPC_CLUSTER_CONFIG": str(root / "experiments" / "_cluster.yaml"),
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return Lab(root, env)
+    return make_lab(tmp_path_factory, "slurm-ddp")
 
 
 def submit(lab: Lab, name: str) -> tuple[str, str]:

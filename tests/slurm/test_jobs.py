@@ -299,9 +299,9 @@ def assert_sampled_once(cluster, lab: Lab, name: str, sample_id: str) -> None:
     cluster.wait_for(lambda: cluster.sacct_states(sample_id) == ["COMPLETED"], 15, f"sacct of {sample_id}")
 
 
-@pytest.fixture(scope="module")
-def lab(slurm_cluster, tmp_path_factory) -> Lab:
-    root = tmp_path_factory.mktemp("slurm-lab")
+def make_lab(tmp_path_factory, prefix: str) -> Lab:
+    """Fresh experiment/checkpoint/data roots and the local cluster defaults; jobs inherit ``env``."""
+    root = tmp_path_factory.mktemp(prefix)
     (root / "experiments").mkdir()
     (root / "experiments" / "_cluster.yaml").write_text(LOCAL_CLUSTER)
     env = {**os.environ, "DDPM_HPC_EXPERIMENTS": str(root / "experiments"),
@@ -309,6 +309,11 @@ def lab(slurm_cluster, tmp_path_factory) -> Lab:
            "DDPM_HPC_CLUSTER_CONFIG": str(root / "experiments" / "_cluster.yaml"),
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return Lab(root, env)
+
+
+@pytest.fixture(scope="module")
+def lab(slurm_cluster, tmp_path_factory) -> Lab:
+    return make_lab(tmp_path_factory, "slurm-lab")
 
 
 @pytest.fixture(scope="module")
