@@ -115,6 +115,11 @@ def read_pointer(folder: Path) -> dict:
     return _load_pointer(folder)[0]
 
 
+def recorded_hashes(folder: Path) -> dict[str, str | None]:
+    """``{file name: SHA-256}`` as ``latest.json`` recorded them ({} without a usable pointer)."""
+    return {h["file"]: h.get("sha256") for h in read_pointer(folder).get("history", [])}
+
+
 def _step_files(folder: Path) -> list[tuple[int, Path]]:
     """``(step, path)`` of every ``step-N.safetensors`` in ``folder``, newest first."""
     found = [(step_of(p), p) for p in folder.glob("step-*.safetensors")]
@@ -138,7 +143,7 @@ def save_checkpoint(folder: Path, step: int, tensors: dict[str, torch.Tensor], m
     digest = hashlib.sha256(data).hexdigest()
     path = folder / checkpoint_name(step)
     atomic_write(path, data)
-    recorded = {h["file"]: h.get("sha256") for h in read_pointer(folder).get("history", [])}
+    recorded = recorded_hashes(folder)
     older = [{"file": p.name, "step": s, "sha256": recorded.get(p.name)} for s, p in _step_files(folder) if s < step]
     history = [{"file": path.name, "step": step, "sha256": digest}, *older[:keep - 1]]
     pointer = {"file": path.name, "step": step, "sha256": digest, "history": history}
@@ -204,7 +209,7 @@ def _metadata(data: bytes) -> dict[str, str]:
 def candidates(folder: Path) -> list[tuple[Path, str | None]]:
     """Checkpoints to try, newest step first, each with the SHA-256 ``latest.json`` recorded for it (None if the
     pointer does not know the file; it is then checked against its own ``content_sha256``)."""
-    recorded = {h["file"]: h.get("sha256") for h in read_pointer(folder).get("history", [])}
+    recorded = recorded_hashes(folder)
     return [(p, recorded.get(p.name)) for _, p in _step_files(folder)]
 
 

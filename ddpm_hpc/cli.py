@@ -60,11 +60,11 @@ def cmd_eval(args) -> int:
 
 
 def cmd_classifier(args) -> int:
-    import torch
-
+    from .distributed import DistContext
     from .metrics.classifier import train_classifier
+    from .trainer import resolve_device
 
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device, DistContext())
     print(f"wrote {train_classifier(args.dataset, steps=args.steps, seed=args.seed, device=device).path}")
     return 0
 

@@ -61,7 +61,7 @@ def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, 
     outcome = train(exp, ctx, log_fn, on_checkpoint=on_checkpoint, every_steps=preview_grid, after_step=after_step)
     if ctx.is_main and outcome.status == "finished" and "run" in holder:
         log_fn(f"wrote {write_forward_figure(holder['run'])}")
-        log_fn(f"wrote {refresh_loss_plot(exp)}")
+        log_fn(f"wrote {paths.experiment_dir(exp.name) / 'loss.png'}")  # drawn at the final checkpoint
         refresh_report(exp.name, log_fn)  # again: forward_process.png is written after the last checkpoint
     return outcome
 

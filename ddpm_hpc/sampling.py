@@ -53,7 +53,7 @@ def find_checkpoint(name: str, which: str = "latest") -> Checkpoint:
         except CorruptCheckpoint as exc:
             raise UserError(f"cannot use checkpoint {exc}") from None
     if which.isdigit():
-        recorded = {h["file"]: h.get("sha256") for h in checkpoint.read_pointer(folder).get("history", [])}
+        recorded = checkpoint.recorded_hashes(folder)
         path = folder / checkpoint.checkpoint_name(int(which))
         if not path.is_file():
             have = sorted(p.name for p in folder.glob("step-*.safetensors"))

@@ -72,12 +72,8 @@ def resolve_device(name: str, ctx: DistContext) -> torch.device:
 
 
 def step_seed(seed: int, step: int) -> int:
+    """The seed of step s's generator: reseeded from (seed, step) so no RNG state has to survive a restart."""
     return seed * 1_000_003 + step + 1
-
-
-def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
-    """The generator for step s: reseeded from (seed, step) so no RNG state has to survive a restart."""
-    return torch.Generator(device=device).manual_seed(step_seed(seed, step))
 
 
 def identity_of(exp: Experiment) -> dict:
@@ -166,7 +162,7 @@ class Run:
         self.forward_model = compile_model(self.wrapped, log_fn, exp.train.compile_mode) if exp.train.compile \
             else self.wrapped
         self._compile_checked = not exp.train.compile  # the first compiled step may still fall back to eager
-        self._generator = torch.Generator(device=self.device)  # reseeded every step (see step_generator)
+        self._generator = torch.Generator(device=self.device)  # reseeded every step (see step_seed)
         self.step = 0
         self.loss_smooth = torch.zeros((), device=self.device)
         self.loss_sum = torch.zeros((), device=self.device)  # losses since the last metrics line (its "loss")
@@ -235,7 +231,7 @@ class Run:
     # -- one optimisation step ----------------------------------------------------------------------------------
     def train_step(self) -> torch.Tensor:
         exp, ctx = self.exp, self.ctx
-        gen = self._generator.manual_seed(step_seed(exp.train.seed, self.step))  # = step_generator(), not rebuilt
+        gen = self._generator.manual_seed(step_seed(exp.train.seed, self.step))  # one generator, not one per step
         idx = self.sampler.indices(self.step, ctx.rank, ctx.world_size).to(self.dataset.images.device)
         x0 = to_model_range(self.dataset.images[idx].to(self.device, non_blocking=True))
         if exp.train.channels_last:
@@ -365,7 +361,7 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
             f"{exp.train.steps} steps on {run.device}")
 
     t_start, last_save = time.monotonic(), time.monotonic()
-    window_start, window_step = time.monotonic(), run.log_window_start
+    window_start = time.monotonic()
     loss_sum = run.loss_sum  # updated in place, so run.tensors() saves the partial window
     progress = Progress(exp.train.steps, exp.name, start=run.step) if ctx.is_main else None
     saved: Path | None = None
@@ -380,9 +376,9 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
             if step % exp.train.log_every == 0 or step == exp.train.steps:
                 ctx.mean_([loss_sum, run.loss_smooth])  # each rank's share -> the global batch's loss (see below)
                 now = time.monotonic()
-                mean = (loss_sum / (step - window_step)).item()  # the only host sync: once per log line
+                mean = (loss_sum / (step - run.log_window_start)).item()  # the only host sync: once per log line
                 smooth = run.loss_smooth.item()
-                rate = (step - window_step) * exp.data.batch_size / max(now - window_start, 1e-9)
+                rate = (step - run.log_window_start) * exp.data.batch_size / max(now - window_start, 1e-9)
                 record = {"step": step, "loss": mean, "loss_smooth": smooth, "img_per_s": rate,
                           "wall_seconds": run.wall_seconds + now - t_start}
                 if ctx.is_main:
@@ -391,8 +387,7 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
                     if not interactive():
                         say(f"step {step:7d}/{exp.train.steps}  loss {smooth:.4f}  {rate:.0f} img/s")
                 loss_sum.zero_()
-                window_start, window_step = now, step
-                run.log_window_start = step
+                window_start, run.log_window_start = now, step
             if progress:
                 progress(step)
             if every_steps and exp.sample.every and step % exp.sample.every == 0 and ctx.is_main:
