@@ -199,7 +199,20 @@ def read_checkpoint(path: Path, expected_sha256: str | None = None) -> Checkpoin
 
 def _metadata(data: bytes) -> dict[str, str]:
     header_len = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + header_len])
+    return _header_metadata(data[8:8 + header_len])
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata alone, from the file's JSON header: cheap even for a large checkpoint (nothing is verified)."""
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        return _header_metadata(f.read(header_len))
+
+
+def _header_metadata(header_bytes: bytes) -> dict[str, str]:
+    header = json.loads(header_bytes)
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
     metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise ValueError("metadata is not a mapping of strings")

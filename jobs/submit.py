@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import yaml
 
 from ddpm_hpc import paths
-from ddpm_hpc.checkpoint import read_pointer
+from ddpm_hpc.checkpoint import read_metadata, read_pointer
 from ddpm_hpc.config import Experiment, load_experiment
 from ddpm_hpc.errors import UserError
 
@@ -26,13 +26,6 @@ def live_jobs(name: str) -> list[dict]:
     return [dict(j, state=queue[str(j["job_id"])].state) for j in registry.load(name) if str(j["job_id"]) in queue]
 
 
-def _header_metadata(path: Path) -> dict:
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-    return dict(header.get("__metadata__") or {})
-
-
 def check_checkpoint_matches(exp: Experiment) -> None:
     """Refuse now, not in the queue, when the existing checkpoints belong to a different configuration."""
     if exp.train.restart:
@@ -43,7 +36,7 @@ def check_checkpoint_matches(exp: Experiment) -> None:
     if not pointer.get("file") or not path.is_file():
         return
     try:
-        metadata = _header_metadata(path)
+        metadata = read_metadata(path)
     except (OSError, ValueError):
         return  # the job's own loader reports and skips unreadable files
     if "config" in metadata:

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,16 +65,11 @@ def env_for(root: Path, **extra: str) -> dict:
 def roots(root: Path):
     """In-process runs: point the DDPM_HPC_* roots at ``root`` for the duration."""
     keys = ("DDPM_HPC_EXPERIMENTS", "DDPM_HPC_CHECKPOINTS", "DDPM_HPC_DATA")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: v for k, v in env_for(root).items() if k in keys})
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # restores the previous values (or their absence) afterwards
+        for key, value in env_for(root).items():
+            if key in keys:
+                mp.setenv(key, value)
         yield root
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def cli_command(*args: str, crash: str | None = None) -> list[str]:

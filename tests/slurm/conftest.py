@@ -124,13 +124,7 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     reason = _not_ready_reason(env)
     if reason:
         pytest.skip(f"local SLURM cluster not running ({reason}); {SKIP_HINT}")
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # restores the previous values (or their absence) afterwards
+        for name, value in env.items():
+            mp.setenv(name, value)
         yield SlurmCluster(env=env)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
