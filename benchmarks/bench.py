@@ -348,11 +348,12 @@ def bench_checkpoint(data_root, device, args, results):
     run = toolkit_run(data_root, device, 16)  # the defaults, at the practical's batch
     step = toolkit_loop(run, args.steps)
     step()
-    folder = Path(tempfile.mkdtemp(prefix="bench-ckpt-"))
-    save = timed(lambda: checkpoint.save_checkpoint(folder, run.step, run.tensors(), run.metadata(), keep=2),
-                 device, 1, args.repeats)
-    load = timed(lambda: checkpoint.load_latest(folder, warn=lambda *_: None), device, 1, args.repeats)
-    size = (folder / checkpoint.read_pointer(folder)["file"]).stat().st_size
+    with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as tmp:
+        folder = Path(tmp)
+        save = timed(lambda: checkpoint.save_checkpoint(folder, run.step, run.tensors(), run.metadata(), keep=2),
+                     device, 1, args.repeats)
+        load = timed(lambda: checkpoint.load_latest(folder, warn=lambda *_: None), device, 1, args.repeats)
+        size = (folder / checkpoint.read_pointer(folder)["file"]).stat().st_size
     step_time = statistics.median(timed(step, device, 0, args.repeats)) / args.steps
     cfg = TrainConfig()
     every_s = min(cfg.checkpoint_every * step_time, 60 * cfg.checkpoint_minutes or float("inf"))
@@ -362,8 +363,9 @@ def bench_checkpoint(data_root, device, args, results):
                              "checkpoint_minutes": cfg.checkpoint_minutes, "seconds_between_saves": every_s,
                              "share_of_training": share}
     print(f"  checkpoint {size / 1e6:.1f} MB  save {statistics.median(save):.3f} s  "
-          f"load {statistics.median(load):.3f} s  step {step_time * 1000:.1f} ms  -> {100 * share:.2f}% of training (a save every {every_s:.0f} s: "
-          f"every {cfg.checkpoint_every} steps or {cfg.checkpoint_minutes:g} min)", flush=True)
+          f"load {statistics.median(load):.3f} s  step {step_time * 1000:.1f} ms  -> {100 * share:.2f}% of training "
+          f"(a save every {every_s:.0f} s: every {cfg.checkpoint_every} steps or {cfg.checkpoint_minutes:g} min)",
+          flush=True)
 
 
 def timed(fn, device, warmup: int, repeats: int) -> list[float]:
