@@ -9,7 +9,7 @@
 #   make status [EXP=name]   make logs EXP=name [RANK=r]   make cancel EXP=name   make sample EXP=name [SET=...]
 #   make report [EXP=name]   make pull EXP=name|all [CKPT=1]                     docs/results.md
 #   make eval EXP=name [SET=...] [ARGS="--n 1000"]   make fid-weights             sample-quality metrics
-#   make bench [ARGS=...]                                                         docs/performance.md
+#   make bench [ARGS=...]   make gpu-check (on a GPU node: GPU tests + CUDA benchmark)   docs/performance.md
 #   make test-slurm             the SLURM suite on a throwaway local cluster (needs root)
 
 PYTHON ?= python3
@@ -106,6 +106,10 @@ fid-weights:
 
 # Speed (docs/performance.md): make bench [ARGS="--quick | --loss-steps 2500 --loss-fast compile+fused | --json"]
 #   the practical's loop vs this trainer side by side, sampling and checkpoint cost -> benchmarks/results/*.json
-.PHONY: bench
+.PHONY: bench gpu-check
 bench:
 	$(PY) benchmarks/bench.py $(ARGS)
+
+# On a GPU node: tests/test_gpu.py on cuda, then the CUDA benchmark; logs and JSON -> benchmarks/results/
+gpu-check:
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh

@@ -416,6 +416,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        print(f"bench.py: error: --device {args.device}: torch {torch.__version__} sees no CUDA GPU on this machine",
+              file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     if cuda:

@@ -86,3 +86,12 @@ def test_conv_breakdown_reports_every_pass_of_a_real_step():
     for prop in ("forward_training", "backward_data", "backward_weights"):
         assert f"deconvolution   {prop}" in out
     assert "GMAC ->" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what the script does on a machine without a GPU")
+def test_gpu_check_refuses_to_run_without_a_gpu(tmp_path):
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "sees no CUDA GPU" in proc.stderr
+    assert "none visible" in (tmp_path / "gpu-info.txt").read_text()

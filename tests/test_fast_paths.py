@@ -28,10 +28,10 @@ def data_root(tmp_path_factory):
     return root
 
 
-def make_run(root, model=SMALL, **train) -> tuple[Run, list[str]]:
+def make_run(root, model=SMALL, device: str = "cpu", **train) -> tuple[Run, list[str]]:
     logs: list[str] = []
     exp = Experiment(name="fast", data=DataConfig(dataset="mnist", root=str(root), batch_size=8), model=model,
-                     train=TrainConfig(device="cpu", label_dropout=0.2 if model.conditioning != "none" else 0.0,
+                     train=TrainConfig(device=device, label_dropout=0.2 if model.conditioning != "none" else 0.0,
                                        **{**PLAIN, **train}))
     return Run(exp, log_fn=logs.append), logs
 
