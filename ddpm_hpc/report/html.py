@@ -1,31 +1,15 @@
-"""Static HTML reports that open from disk after ``make pull``: no server, no internet, relative links only.
-
-``experiments/<exp>/index.html``: the config, the run's state (steps, last checkpoint, jobs, training time), the loss
-curve, the forward-process figure, the sample grids by step with their metadata and any ``eval/*.json`` results.
-``experiments/index.html``: one row per experiment.
-
-Alongside each page, ``report.json`` keeps the state it was rendered from, so a page re-rendered on a laptop (where
-``checkpoints/`` and ``sacct`` are usually absent) still shows the last checkpoint and job states seen on the cluster.
-Nothing here imports torch; a failed refresh during training is logged and never stops the run.
-"""
+"""HTML for the report pages from ``experiment_state.collect``'s data: inline CSS and script, sections, pages."""
 
 from __future__ import annotations
 
-import html
 import json
-import os
-import shutil
-import socket
-import subprocess
-import time
+from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
-from . import paths
+from .experiment_state import SNAPSHOT
 
 PAGE = "index.html"
-SNAPSHOT = "report.json"
-SACCT_TIMEOUT_S = 5
 MAX_PREVIEWS = 12  # newest preview grids shown; the rest stay in samples/
 
 CSS = """
@@ -72,167 +56,8 @@ window.addEventListener('load', function () {
 """
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Reading what the run left on disk (every reader tolerates missing or half-written files)
-
-
-def _read_json(path: Path, default=None):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return default
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    out = []
-    for line in _read_lines(path):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line being written right now
-        if isinstance(record, dict) and "step" in record:
-            out.append(record)
-    return out
-
-
-def _config(name: str) -> dict:
-    """The config the run used (``config.json``, written by the trainer), else the YAML file as it is now."""
-    cfg = _read_json(paths.experiment_dir(name) / "config.json")
-    if isinstance(cfg, dict):
-        return cfg
-    try:
-        from .config import load_experiment
-
-        return load_experiment(name).to_dict()
-    except Exception:  # noqa: BLE001 - no config at all is shown as such
-        return {}
-
-
-def _sacct_states(job_ids: list[str]) -> dict[str, str]:
-    """Job states from SLURM accounting, when ``sacct`` is here (the cluster); {} otherwise."""
-    if not job_ids or shutil.which("sacct") is None:
-        return {}
-    try:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                             capture_output=True, text=True, timeout=SACCT_TIMEOUT_S, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    states = {}
-    for line in out.splitlines():
-        job, _, state = line.partition("|")
-        if job and state:
-            states[job.strip()] = state.strip().split()[0]
-    return states
-
-
-EVENT_STATES = {"start": "RUNNING", "finished": "COMPLETED", "requeued": "REQUEUED", "stopped": "STOPPED",
-                "failed": "FAILED"}
-
-
-def _events(name: str) -> dict[str, dict]:
-    """The last event per job id from ``logs/events.jsonl`` (appended by the jobs themselves)."""
-    last: dict[str, dict] = {}
-    for line in _read_lines(paths.experiment_dir(name) / "logs" / "events.jsonl"):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and event.get("job_id") is not None:
-            last[str(event["job_id"])] = event
-    return last
-
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text().splitlines()
-    except OSError:
-        return []
-
-
-def _jobs(name: str, previous: dict, live_states: bool = True) -> list[dict]:
-    """``jobs.json`` (written by ``jobs/`` at submission) with each job's state, from the best source here: sacct
-    (on the cluster), the entry itself (state, cancelled_at), the job's own events, or the last snapshot."""
-    raw = _read_json(paths.experiment_dir(name) / "jobs.json", [])
-    if isinstance(raw, dict):
-        raw = raw.get("jobs", [])
-    jobs = [dict(j) for j in raw if isinstance(j, dict) and j.get("job_id") is not None] if isinstance(raw, list) \
-        else []
-    for j in jobs:
-        j["job_id"] = str(j["job_id"])
-        j["submitted"] = j.get("submitted") or j.get("submitted_at") or ""
-    if live_states:
-        live = _sacct_states([j["job_id"] for j in jobs])
-    else:  # the index: what the experiment's own page saw in sacct, without asking again
-        live = {str(j.get("job_id")): j.get("state") for j in previous.get("jobs", [])
-                if isinstance(j, dict) and j.get("state_source") == "sacct"}
-    events = _events(name)
-    before = {str(j.get("job_id")): j.get("state") for j in previous.get("jobs", []) if isinstance(j, dict)}
-    for j in jobs:
-        base = j["job_id"].split("_")[0]
-        state = live.get(j["job_id"]) or live.get(base)
-        event = events.get(j["job_id"]) or events.get(base)
-        if event and event.get("event") == "failed" and event.get("message"):
-            j["message"] = str(event["message"])
-        if state:
-            j["state"], j["state_source"] = state, "sacct"
-        elif j.get("state") or j.get("status"):
-            j["state"], j["state_source"] = j.get("state") or j.get("status"), "jobs.json"
-        elif j.get("cancelled_at"):
-            j["state"], j["state_source"] = "CANCELLED", f"cancelled {j['cancelled_at']}"
-        elif event and event.get("event") in EVENT_STATES:
-            j["state"] = EVENT_STATES[event["event"]]
-            j["state_source"] = f"job event {event.get('time', '')}".strip()
-        elif before.get(j["job_id"]):
-            j["state"], j["state_source"] = before[j["job_id"]], "last seen"
-        else:
-            j["state"], j["state_source"] = "unknown", "no sacct here, no events yet"
-    return jobs
-
-
-def _checkpoint(name: str, previous: dict) -> dict | None:
-    pointer = _read_json(paths.checkpoint_dir(name) / "latest.json")
-    if isinstance(pointer, dict) and pointer.get("file"):
-        path = paths.checkpoint_dir(name) / pointer["file"]
-        info = {"file": pointer["file"], "step": pointer.get("step"), "sha256": pointer.get("sha256"),
-                "folder": str(paths.checkpoint_dir(name)), "present": path.is_file()}
-        try:
-            info["bytes"] = path.stat().st_size
-            info["written"] = _iso(path.stat().st_mtime)
-        except OSError:
-            pass
-        return info
-    old = previous.get("checkpoint")
-    if isinstance(old, dict):
-        return {**old, "present": False, "as_of": previous.get("rendered")}
-    return None
-
-
-def _samples(name: str) -> list[dict]:
-    folder = paths.experiment_dir(name) / "samples"
-    out = []
-    for meta in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        info = _read_json(meta)
-        tag = meta.stem
-        if not isinstance(info, dict) or not (folder / f"{tag}.png").is_file():
-            continue
-        out.append({"tag": tag, "info": info, "step": info.get("step", -1) if isinstance(info.get("step"), int)
-                    else -1, "preview": bool(info.get("preview")) or tag.startswith("preview-"),
-                    "mtime": (folder / f"{tag}.png").stat().st_mtime})
-    return out
-
-
-def _evals(name: str) -> list[tuple[str, object]]:
-    folder = paths.experiment_dir(name) / "eval"
-    out = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        value = _read_json(path)
-        if value is not None:
-            out.append((path.name, value))
-    return out
-
-
-def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t))
+def _e(value) -> str:
+    return escape(str(value), quote=True)
 
 
 def _duration(seconds: float) -> str:
@@ -240,47 +65,6 @@ def _duration(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def collect(name: str, live_states: bool = True) -> dict:
-    """Everything the page shows, as plain JSON-able data (also written to ``report.json``)."""
-    folder = paths.experiment_dir(name)
-    previous = _read_json(folder / SNAPSHOT, {}) or {}
-    cfg = _config(name)
-    metrics = _read_metrics(folder / "metrics.jsonl")
-    last = metrics[-1] if metrics else {}
-    total = (cfg.get("train") or {}).get("steps")
-    ckpt = _checkpoint(name, previous)
-    done = last.get("step", 0)
-    if ckpt and isinstance(ckpt.get("step"), int):
-        done = max(done, ckpt["step"])
-    try:
-        updated = (folder / "metrics.jsonl").stat().st_mtime
-    except OSError:
-        updated = None
-    if total and done >= total:
-        status = "finished"
-    elif done:
-        status = "in progress"
-    else:
-        status = "not started"
-    return {
-        "experiment": name, "description": cfg.get("description", ""), "config": cfg, "status": status,
-        "steps_done": done, "steps_total": total, "loss": last.get("loss"), "loss_smooth": last.get("loss_smooth"),
-        "img_per_s": last.get("img_per_s"), "train_seconds": last.get("wall_seconds"),
-        "metrics_updated": _iso(updated) if updated else None, "checkpoint": ckpt,
-        "jobs": _jobs(name, previous, live_states),
-        "samples": _samples(name), "evals": _evals(name),
-        "rendered": _iso(time.time()), "rendered_on": socket.gethostname(),
-    }
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# HTML
-
-
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _src(rel: str, mtime: float | None = None) -> str:
@@ -493,6 +277,7 @@ def _config_section(cfg: dict) -> str:
 
 
 def experiment_html(d: dict, folder: Path) -> str:
+    """``experiments/<name>/index.html`` from ``collect``'s data ``d``; ``folder`` is the experiment's output folder."""
     name = d["experiment"]
     body = (f'<p class="small"><a href="../index.html">← all experiments</a></p><h1>{_e(name)}</h1>'
             f'<p class="muted">{_e(d["description"])}</p>')
@@ -514,48 +299,11 @@ def experiment_html(d: dict, folder: Path) -> str:
     return _page(f"{name} — ddpm-hpc", body)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Writing
-
-
-def _write(path: Path, text: str) -> None:
-    """Atomic replace, so a browser (or rsync) never sees half a page."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def experiment_names() -> list[str]:
-    """Experiments with an output folder, plus those with only a YAML file (not run yet)."""
-    root = paths.experiments_root()
-    names = set()
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.is_dir() and not p.name.startswith((".", "_")):
-                names.add(p.name)
-            elif p.suffix == ".yaml" and not p.name.startswith((".", "_")):
-                names.add(p.stem)
-    return sorted(names)
-
-
-def render_experiment(name: str) -> Path:
-    """Write ``experiments/<name>/index.html`` and ``report.json``; returns the page's path."""
-    folder = paths.experiment_dir(name)
-    d = collect(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    snapshot = {k: v for k, v in d.items() if k not in ("config",)}
-    _write(folder / SNAPSHOT, json.dumps(snapshot, indent=1, default=str) + "\n")
-    _write(folder / PAGE, experiment_html(d, folder))
-    return folder / PAGE
-
-
-def _index_row(name: str, root: Path) -> str:
-    folder = root / name
-    if not folder.is_dir():
+def index_row(name: str, d: dict | None, folder: Path) -> str:
+    """One experiment's row in ``experiments/index.html``; ``d`` is None for an experiment that has not run."""
+    if d is None:
         return (f"<tr><td>{_e(name)}</td><td><span class='badge stop'>not run</span></td><td></td><td></td>"
                 f"<td></td><td></td></tr>")
-    d = collect(name, live_states=False)
     page = f"{quote(name)}/{PAGE}"
     link = f'<a href="{_e(page)}">{_e(name)}</a>' if (folder / PAGE).is_file() else _e(name)
     finals = [s for s in d["samples"] if not s["preview"]] or d["samples"]
@@ -572,39 +320,12 @@ def _index_row(name: str, root: Path) -> str:
             f"<td>{_e(ck.get('step', '') if ck else '')}</td><td class='small'>{_e(jobs)}</td><td>{thumb}</td></tr>")
 
 
-def render_index() -> Path:
-    """Write ``experiments/index.html`` listing every experiment."""
-    root = paths.experiments_root()
-    rows = "".join(_index_row(n, root) for n in experiment_names())
+def index_html(root: Path, rows: str, rendered: str, rendered_on: str) -> str:
+    """``experiments/index.html``: one row per experiment."""
     body = ("<h1>ddpm-hpc experiments</h1>"
             f'<p class="muted">{_e(root)}</p>'
             "<table><tr><th>experiment</th><th>status</th><th>steps</th><th>last checkpoint</th><th>jobs</th>"
             f"<th>latest samples</th></tr>{rows}</table>"
-            f'<p class="muted small">Rendered {_e(_iso(time.time()))} on {_e(socket.gethostname())} by '
+            f'<p class="muted small">Rendered {_e(rendered)} on {_e(rendered_on)} by '
             f"<code>ddpm-hpc report all</code>.</p>")
-    path = root / PAGE
-    _write(path, _page("ddpm-hpc experiments", body))
-    return path
-
-
-def render(target: str = "all") -> list[Path]:
-    """``all``: every experiment's page and the index; a name: that page and the index."""
-    names = experiment_names() if target == "all" else [paths.check_name(target)]
-    if target != "all" and target not in experiment_names():
-        from .errors import UserError
-
-        raise UserError(f"no experiment '{target}' in {paths.experiments_root()} (no output folder, no YAML file)")
-    pages = [render_experiment(n) for n in names if target != "all" or paths.experiment_dir(n).is_dir()]
-    return [*pages, render_index()]
-
-
-def refresh(name: str, log_fn=None) -> Path | None:
-    """The hook after checkpoints and sampling: render ``name``'s page and the index, never raising."""
-    try:
-        page = render_experiment(name)
-        render_index()
-        return page
-    except Exception as exc:  # noqa: BLE001 - a report is never worth a failed training or sampling job
-        if log_fn:
-            log_fn(f"warning: could not refresh the report of {name}: {type(exc).__name__}: {exc}")
-        return None
+    return _page("ddpm-hpc experiments", body)
