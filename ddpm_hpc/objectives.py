@@ -44,7 +44,8 @@ def drop_labels(labels, num_classes: int, p: float, share: Share, generator: tor
 
 
 class DDPMObjective:
-    """Algorithm 1 of Ho et al.: t ~ U{1..T}, x_t = sqrt(a_bar_t) x0 + sqrt(1 - a_bar_t) eps, loss |eps - eps_theta|^2."""
+    """Algorithm 1 of Ho et al.: t ~ U{1..T}, x_t = sqrt(a_bar_t) x0 + sqrt(1 - a_bar_t) eps,
+    loss |eps - eps_theta|^2."""
 
     def __init__(self, schedule: NoiseSchedule):
         self.schedule = schedule

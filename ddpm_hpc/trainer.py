@@ -395,7 +395,8 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
             if after_step:
                 after_step(run)
             # Ranks agree on both (one all-reduce): a signal may reach one rank only, and their clocks differ.
-            timed = exp.train.checkpoint_minutes > 0 and time.monotonic() - last_save > 60 * exp.train.checkpoint_minutes
+            minutes = exp.train.checkpoint_minutes
+            timed = minutes > 0 and time.monotonic() - last_save > 60 * minutes
             stopping, timed = ctx.any_each((stop.received is not None, timed), run.device)
             due = step % exp.train.checkpoint_every == 0 or step == exp.train.steps or stopping or timed
             if due:

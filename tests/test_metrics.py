@@ -176,7 +176,8 @@ def test_classifier_files_round_trip_and_are_checked(digits_classifier, tmp_path
         shutil.copy(f, tmp_path / f.name)
     loaded = classifier.load_classifier("digits", path=tmp_path / src.name)
     x = load_dataset("digits").images[:50]
-    torch.testing.assert_close(classifier.predict(loaded.model, x)[0], classifier.predict(digits_classifier.model, x)[0])
+    torch.testing.assert_close(classifier.predict(loaded.model, x)[0],
+                               classifier.predict(digits_classifier.model, x)[0])
     info = json.loads((tmp_path / "digits.json").read_text())
     assert info["sha256"] == loaded.sha256 and info["arch"] == classifier.ARCH
     data = bytearray((tmp_path / src.name).read_bytes())
@@ -263,8 +264,8 @@ def test_eval_reads_existing_sample_files(tmp_path, monkeypatch, digits_classifi
     info = {"sampler": "heun", "steps": 10, "guidance": 2.0, "nfe_per_image": 38, "step": 100, "seed": 1}
     write_samples(tmp_path / "exp" / "real" / "samples", "step0000100-heun10-w2-seed1",
                   Sampled(digits.images[:40], digits.labels[:40], [], 38, 0.0), info, nrow=10)
-    exp = build_experiment("real", {"data": {"dataset": "digits"}, "model": {"arch": "unet", "conditioning": "embedding"}},
-                           "test")
+    exp = build_experiment("real", {"data": {"dataset": "digits"},
+                                    "model": {"arch": "unet", "conditioning": "embedding"}}, "test")
     result = json.loads(run_eval(exp, samples="step0000100-heun10-w2-seed1", log_fn=lambda *_: None).read_text())
     assert result["source"] == "samples" and result["n"] == 40 and result["nfe_per_image"] == 38
     assert result["conditional_accuracy"] >= 0.95 and result["sampler"] == "heun"

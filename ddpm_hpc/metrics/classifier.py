@@ -142,8 +142,8 @@ def train_classifier(dataset: str, steps: int | None = None, batch_size: int = 6
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     g = torch.Generator().manual_seed(seed + 1)
-    log_fn(f"training the {ARCH} classifier (width {width}, depth {depth}) on {dataset}: {len(ytr)} images, {steps} steps of "
-           f"{batch_size} on {device}")
+    log_fn(f"training the {ARCH} classifier (width {width}, depth {depth}) on {dataset}: {len(ytr)} images, "
+           f"{steps} steps of {batch_size} on {device}")
     t0, model = time.monotonic(), model.train()
     for step in range(1, steps + 1):
         idx = torch.randint(0, len(ytr), (batch_size,), generator=g)
@@ -157,7 +157,8 @@ def train_classifier(dataset: str, steps: int | None = None, batch_size: int = 6
             log_fn(f"classifier step {step}/{steps}: loss {loss.item():.4f} ({time.monotonic() - t0:.0f} s)")
     acc = accuracy(model, xte, yte)
     log_fn(f"classifier held-out accuracy on {dataset}: {acc:.4f} ({len(yte)} images)")
-    info = {"arch": ARCH, "width": width, "depth": depth, "feature_dim": FEATURE_DIM, "num_classes": 10, "dataset": dataset,
+    info = {"arch": ARCH, "width": width, "depth": depth, "feature_dim": FEATURE_DIM, "num_classes": 10,
+            "dataset": dataset,
             "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "train_images": len(ytr),
             "heldout": "20% of digits, fixed by seed" if dataset == "digits" else "test split",
             "heldout_images": len(yte), "heldout_accuracy": round(acc, 5), "seconds": round(time.monotonic() - t0, 1),

@@ -110,7 +110,8 @@ def features(net: FeatureNet, images_uint8: torch.Tensor, batch_size: int = 100)
     return torch.cat(out).reshape(len(images_uint8), -1).numpy()
 
 
-def reference_stats(net: FeatureNet, dataset: str, max_images: int = 0, root=None) -> tuple[np.ndarray, np.ndarray, int]:
+def reference_stats(net: FeatureNet, dataset: str, max_images: int = 0,
+                    root=None) -> tuple[np.ndarray, np.ndarray, int]:
     """Feature statistics of the training split (its first ``max_images`` images when > 0), computed once."""
     which = f"first{max_images}" if max_images else "all"
     cache = paths.checkpoints_root() / "_fid" / f"{dataset}-train-{which}-{net.name}-{net.id}.safetensors"
@@ -122,8 +123,8 @@ def reference_stats(net: FeatureNet, dataset: str, max_images: int = 0, root=Non
         images = images[:max_images]
     mu, sigma = gaussian_stats(features(net, images))
     cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(cache, save_bytes({"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma),
-                                    "n": torch.tensor(len(images))}, metadata={"dataset": dataset, "network": net.name}))
+    stats = {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": torch.tensor(len(images))}
+    atomic_write(cache, save_bytes(stats, metadata={"dataset": dataset, "network": net.name}))
     return mu, sigma, len(images)
 
 

@@ -17,7 +17,8 @@ from .unet import UNet
 
 def build_model(cfg: ModelConfig, num_classes: int, image_shape=(3, 32, 32)) -> nn.Module:
     """Construct the network and materialise its lazy layers with one dry forward pass, so that the parameters
-    exist before the optimiser, EMA and checkpoint loading see them (an uninitialised lazy parameter cannot be saved)."""
+    exist before the optimiser, EMA and checkpoint loading see them (an uninitialised lazy parameter cannot be
+    saved)."""
     if cfg.arch == "conv":
         net = SeedConvNet(out_channels=image_shape[0])
     elif cfg.arch == "seed_unet":

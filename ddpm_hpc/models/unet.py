@@ -39,7 +39,8 @@ class UNet(nn.Module):
         super().__init__()
         c0 = channels[0]
         emb_dim = 4 * c0
-        self.num_classes, self.conditioning, self.time_embedding, self.c0 = num_classes, conditioning, time_embedding, c0
+        self.num_classes, self.conditioning = num_classes, conditioning
+        self.time_embedding, self.c0 = time_embedding, c0
         self.time_mlp = nn.Sequential(nn.Linear(c0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         if conditioning == "embedding":
             self.class_embedding = ClassEmbedding(num_classes, emb_dim)
