@@ -166,6 +166,23 @@ def test_seed_unet_is_the_practicals_network(conditioning):
     assert n == sum(p.numel() for p in theirs.parameters())
 
 
+def test_seed_unet_under_bf16_autocast_keeps_the_practicals_result_without_fp32_round_trips():
+    """The practical concatenates the fp32 input with the bf16 activations before conv_last, which promotes them to
+    fp32 and autocast casts back; ours casts the input instead: bitwise the same output, and conv_last sees bf16."""
+    ours = build(ModelConfig(arch="seed_unet")).eval()
+    theirs = PracticalUNet(conditional=False)
+    x, t, _ = inputs()
+    with torch.no_grad():
+        theirs(x)
+    theirs.load_state_dict(dict(zip(theirs.state_dict(), ours.state_dict().values())))
+    theirs.eval()
+    seen = []
+    ours.conv_last.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(ours(x, t), theirs(x))
+    assert seen == [torch.bfloat16]
+
+
 def test_seed_unet_ignores_t_without_time_embedding_and_uses_it_with():
     x, t, _ = inputs()
     plain = build(ModelConfig(arch="seed_unet", channels=SMALL_SEED)).eval()

@@ -64,4 +64,6 @@ class SeedUNet(nn.Module):
         for i, block in enumerate(self.up):
             extra = [code.expand(-1, -1, x.shape[2], x.shape[3])] if code is not None and i < 2 else []
             x = add_time(block(torch.cat([x, skips[-1 - i], *extra], dim=1)))
-        return self.conv_last(torch.cat([x, start], dim=1))
+        # Under autocast x is bf16: casting the 3-channel input (which conv_last would round to bf16 anyway) keeps
+        # the cat in bf16, instead of promoting the full-resolution activations to fp32 and back (same result).
+        return self.conv_last(torch.cat([x, start.to(x.dtype)], dim=1))
