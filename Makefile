@@ -94,7 +94,8 @@ report:
 	$(CLI) report $(or $(EXP),all)
 
 # Sample quality (ddpm_hpc/metrics): make eval EXP=<name> [SET="sample.sampler=ddim sample.steps=50"] [ARGS="--n 1000"]
-#   -> experiments/<name>/eval/<tag>.json     make fid-weights   fetch the FID Inception weights (login node: internet)
+#   -> experiments/<name>/eval/fresh-<tag>.json (ARGS="--samples <tag>": eval/samples-<tag>.json; --force replaces)
+#   make fid-weights   fetch the FID Inception weights (login node: internet)
 .PHONY: eval fid-weights
 eval:
 	@test -n "$(EXP)" || { echo "usage: make eval EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"]"; exit 2; }

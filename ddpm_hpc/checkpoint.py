@@ -21,11 +21,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as load_bytes
-from safetensors.torch import save as save_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 POINTER = "latest.json"
 CONTENT_KEY = "content_sha256"
@@ -43,6 +44,19 @@ class Checkpoint:
 
 class CorruptCheckpoint(Exception):
     """A checkpoint file that cannot be trusted (truncated, modified, not safetensors)."""
+
+
+# torch is imported only where tensors are handled, so that finding checkpoints (reports, job checks) stays cheap.
+def save_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    from safetensors.torch import save
+
+    return save(tensors, metadata=metadata)
+
+
+def load_bytes(data: bytes) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    return load(data)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -81,6 +95,8 @@ def step_of(path: Path) -> int | None:
 
 def content_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
     """SHA-256 over every tensor (name, dtype, shape, bytes; in name order) and the metadata except this digest."""
+    import torch
+
     h = hashlib.sha256()
     h.update(json.dumps({k: v for k, v in metadata.items() if k != CONTENT_KEY}, sort_keys=True).encode())
     for name in sorted(tensors):
@@ -224,6 +240,17 @@ def candidates(folder: Path) -> list[tuple[Path, str | None]]:
     pointer does not know the file; it is then checked against its own ``content_sha256``)."""
     recorded = recorded_hashes(folder)
     return [(p, recorded.get(p.name)) for _, p in _step_files(folder)]
+
+
+def newest_file(folder: Path) -> Path | None:
+    """The checkpoint a run would resume from, found without reading any tensors (for reports and job checks): the
+    file ``latest.json`` names if it is there, else the newest ``step-N.safetensors`` on disk (the pointer was lost
+    or names a missing file); None if there is none. Nothing is verified: ``load_latest`` does that."""
+    named = read_pointer(folder).get("file")
+    if isinstance(named, str) and _STEP_FILE.match(named) and (folder / named).is_file():
+        return folder / named
+    files = _step_files(folder)
+    return files[0][1] if files else None
 
 
 def load_latest(folder: Path, validate=None, warn=print) -> Checkpoint | None:

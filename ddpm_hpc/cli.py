@@ -1,5 +1,5 @@
-"""``ddpm-hpc`` command line: train, sample, data, list (the cluster commands live in ``jobs/`` and register
-themselves here when that package is importable)."""
+"""The ``ddpm-hpc`` command line. The SLURM commands (submit, status, ...) live in the ``jobs`` package and add
+themselves to it when that package is importable (a repository checkout)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,40 @@ from .config import available_experiments, load_experiment
 from .errors import UserError
 
 EXIT_INTERRUPTED = 3  # training stopped by a signal after saving a checkpoint; run again to continue
+DESCRIPTION = ("Train, sample and evaluate diffusion (DDPM) and flow-matching models on MNIST, CIFAR-10 and "
+               "scikit-learn's digits, here or as SLURM jobs. Each experiment is a file experiments/<name>.yaml; "
+               "any of its settings can be overridden on the command line as section.key=value. "
+               "Run 'ddpm-hpc COMMAND --help' for the options of one command.")
+TRAIN_EXAMPLE = "e.g. train.steps=500"
+SAMPLE_EXAMPLE = "e.g. sample.steps=20 sample.seed=7 (sample.* settings)"
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage mistakes are one ``error:`` line and exit code 2, like every other mistake."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def whole(lo: int):
+    """argparse type: a whole number >= ``lo``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"{value} is too small; must be >= {lo}")
+        return value
+    return parse
+
+
+def fid_reference_count(text: str) -> int:
+    """0 (all training images) or at least 2: a covariance needs two images."""
+    value = whole(0)(text)
+    if value == 1:
+        raise argparse.ArgumentTypeError("1 is too few; use 0 (all) or at least 2")
+    return value
 
 
 def cmd_train(args) -> int:
@@ -55,7 +89,7 @@ def cmd_eval(args) -> int:
     from .metrics.eval import run_eval
 
     run_eval(load_experiment(args.experiment, args.overrides), n=args.n, fid_weights=args.fid_weights,
-             samples=args.samples, fid_ref_images=args.fid_ref_images)
+             samples=args.samples, fid_ref_images=args.fid_ref_images, force=args.force)
     return 0
 
 
@@ -64,8 +98,9 @@ def cmd_classifier(args) -> int:
     from .metrics.classifier import train_classifier
     from .trainer import resolve_device
 
-    device = resolve_device(args.device, DistContext())
-    print(f"wrote {train_classifier(args.dataset, steps=args.steps, seed=args.seed, device=device).path}")
+    device = resolve_device(args.device, DistContext(), "--device")
+    clf = train_classifier(args.dataset, steps=args.steps, seed=args.seed, device=device, force=args.force)
+    print(f"wrote {clf.path} (SHA-256 {clf.sha256})")
     return 0
 
 
@@ -82,12 +117,15 @@ def cmd_list(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddpm-hpc", description=__doc__.split("\n")[0])
+    parser = Parser(prog="ddpm-hpc", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_experiment(p):
+        """The experiment and its overrides, with examples that fit the command (also used by the jobs package)."""
+        trains = p.prog.split()[-1] in ("train", "submit")
         p.add_argument("experiment", help="experiment name: experiments/<name>.yaml")
-        p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="e.g. train.steps=500")
+        p.add_argument("overrides", nargs="*", default=[], metavar="key.sub=value",
+                       help=TRAIN_EXAMPLE if trains else SAMPLE_EXAMPLE)
         return p
 
     with_experiment(sub.add_parser("train", help="train here, in this process (resumes automatically)")) \
@@ -98,17 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("datasets", nargs="*", choices=["mnist", "cifar10"], help="default: both")
     p.set_defaults(func=cmd_data)
     sub.add_parser("list", help="list experiments").set_defaults(func=cmd_list)
-    p = with_experiment(sub.add_parser("eval", help="score N samples: classifier accuracy and FD, FID if weights"))
-    p.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
+    p = with_experiment(sub.add_parser(
+        "eval", help="score N samples: classifier accuracy and FD, and FID when Inception weights are there"))
+    p.add_argument("--n", type=whole(2), default=1000,
+                   help="number of samples, at least 2 (default 1000; with --samples: its first N)")
     p.add_argument("--fid-weights", help="Inception-v3 weights file (default: $DDPM_HPC_FID_WEIGHTS or data/fid/)")
-    p.add_argument("--fid-ref-images", type=int, default=0, help="FID reference: first N training images (0: all)")
+    p.add_argument("--fid-ref-images", type=fid_reference_count, default=0,
+                   help="FID reference: the first N training images, N >= 2 (default 0: all)")
     p.add_argument("--samples", help="score an existing samples/<tag>.safetensors instead of sampling")
+    p.add_argument("--force", action="store_true", help="replace an existing eval file of the same name")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("classifier", help="train the small classifier that eval scores samples with")
     p.add_argument("dataset", choices=["mnist", "cifar10", "digits"])
-    p.add_argument("--steps", type=int, default=None, help="training steps (default per dataset)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=whole(1), default=None,
+                   help="training steps, at least 1 (default: per dataset)")
+    p.add_argument("--seed", type=whole(0), default=0)
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing classifier (classifier FDs computed with the old one no longer compare)")
     p.set_defaults(func=cmd_classifier)
     p = sub.add_parser("report", help="write experiments/<name>/index.html and experiments/index.html (static HTML)")
     p.add_argument("target", nargs="?", default="all", metavar="EXP|all", help="default: all")

@@ -8,11 +8,13 @@ command-line overrides (``train.steps=100``), and validates everything into an :
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,9 +26,22 @@ import yaml
 from . import paths
 from .errors import ConfigError
 
+SEED = 2**32 - 1  # the largest seed: step seeds (seed * 1_000_003 + step) must stay within torch's 64 bits
+DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_DEVICE_GUESSES = {"auto": "auto", "cpu": "cpu", "cuda": "cuda", "cuda:0": "cuda:0", "gpu": "cuda"}
+
 
 def _range(lo=None, hi=None, **extra) -> dict:
     return {"min": lo, "max": hi, **extra}
+
+
+def check_device(value: str, where: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; whether that device exists is checked when it is used."""
+    if not DEVICE.match(value):
+        match = difflib.get_close_matches(value.strip().lower(), _DEVICE_GUESSES, n=1, cutoff=0.5)
+        hint = f"; did you mean '{_DEVICE_GUESSES[match[0]]}'?" if match else ""
+        raise ConfigError(f"{where}: {value!r} is not a device; choose auto, cpu, cuda or cuda:N (N: GPU index){hint}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -34,7 +49,7 @@ class DataConfig:
     dataset: Literal["mnist", "cifar10", "digits"] = "mnist"
     root: Optional[str] = None  # default: $DDPM_HPC_DATA or ./data
     batch_size: int = field(default=16, metadata=_range(1))  # global batch, over all ranks
-    seed: int = 0  # data order seed; the order is a pure function of (seed, step)
+    seed: int = field(default=0, metadata=_range(0, SEED))  # data order: a pure function of (seed, step)
     on_device: bool = True  # keep the decoded uint8 dataset on the training device
 
 
@@ -62,7 +77,7 @@ class DiffusionConfig:
 class TrainConfig:
     steps: int = field(default=2000, metadata=_range(1))
     lr: float = field(default=1e-4, metadata=_range(0.0))
-    seed: int = 0  # model init and per-step noise
+    seed: int = field(default=0, metadata=_range(0, SEED))  # model init and per-step noise
     ema_decay: float = field(default=0.0, metadata=_range(0.0, 1.0))  # 0 disables EMA
     label_dropout: float = field(default=0.0, metadata=_range(0.0, 1.0))  # for classifier-free guidance
     grad_clip: float = field(default=0.0, metadata=_range(0.0))  # 0 disables clipping
@@ -71,7 +86,7 @@ class TrainConfig:
     checkpoint_minutes: float = field(default=10.0, metadata=_range(0.0))  # 0 disables the wall-clock cadence
     keep_checkpoints: int = field(default=3, metadata=_range(2))
     restart: bool = False  # ignore existing checkpoints and start over
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = field(default="auto", metadata={"check": check_device})  # auto | cpu | cuda | cuda:N
     # Fast paths (docs/performance.md has the measurements behind the defaults). None of them changes what is
     # trained: a checkpoint made with one setting resumes under any other.
     # bf16 autocast (weights and optimizer stay fp32). auto: bf16 on CUDA GPUs and CPUs with native bf16, else fp32
@@ -93,7 +108,7 @@ class SampleConfig:
     per_class: int = field(default=10, metadata=_range(1))  # conditional grids: one row per class
     n: int = field(default=100, metadata=_range(1))  # unconditional grids
     batch_size: int = field(default=256, metadata=_range(1))
-    seed: int = 1234  # fixed so grids from different steps are comparable
+    seed: int = field(default=1234, metadata=_range(0, SEED))  # fixed so grids from different steps are comparable
     checkpoint: str = "latest"  # latest | <step> | <path>
     every: int = field(default=0, metadata=_range(0))  # small grid every N training steps, 0 = off
     trajectory: bool = True  # also write an x_T ... x_0 strip
@@ -160,6 +175,17 @@ def _closest(key: str, valid) -> str:
     return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(valid)}"
 
 
+def _finite(value: int | float, where: str) -> float:
+    """NaN and infinity pass every range check (all comparisons with NaN are false): refuse them here."""
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: {value!r} is not a finite number")
+    return number
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Check ``value`` against the type ``hint``; convert the few safe cases (int -> float, list -> tuple)."""
     origin = typing.get_origin(hint)
@@ -185,18 +211,16 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        if abs(value) >= 2**63:
+            raise ConfigError(f"{where}: {value} is too large for a 64-bit integer")
         return value
     if hint is float:
         if isinstance(value, str):  # PyYAML (YAML 1.1) reads `1e-4` without a dot as text
-            try:
-                number = float(value)
-            except ValueError:
-                number = None
-            if number is not None and math.isfinite(number):
-                return number
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        return _finite(value, where)
     if hint is str:
         if isinstance(value, int) and not isinstance(value, bool):  # e.g. sample.checkpoint=5000
             return str(value)
@@ -206,6 +230,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        for key, item in value.items():
+            if isinstance(item, float):
+                _finite(item, f"{where}.{key}")
         return dict(value)
     raise TypeError(f"unsupported config type {hint!r}")  # a bug in this file, not a user error
 
@@ -226,6 +253,9 @@ def _build(cls, data: Any, where: str):
             raise ConfigError(f"{field_where}: {value!r} is too small; must be >= {lo}")
         if hi is not None and value is not None and value > hi:
             raise ConfigError(f"{field_where}: {value!r} is too large; must be <= {hi}")
+        check = fields[key].metadata.get("check")
+        if check and value is not None:
+            check(value, field_where)
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -236,8 +266,8 @@ def _check_consistency(exp: Experiment, where: str) -> None:
         raise ConfigError(f"{where}: sample.sampler={exp.sample.sampler} needs diffusion.objective=ddpm; "
                           f"flow matching samples with {' or '.join(flow_samplers)}")
     if exp.diffusion.objective == "ddpm" and exp.sample.sampler in flow_samplers:
-        raise ConfigError(f"{where}: sample.sampler={exp.sample.sampler} is a flow-matching sampler; "
-                          f"use ddpm or ddim, or set diffusion.objective=flow")
+        raise ConfigError(f"{where}: sample.sampler={exp.sample.sampler} needs diffusion.objective=flow; "
+                          f"a ddpm model samples with ddpm or ddim")
     if exp.sample.sampler in ("ddpm", "ddim") and exp.sample.steps > exp.diffusion.T:
         raise ConfigError(f"{where}: sample.steps={exp.sample.steps} exceeds diffusion.T={exp.diffusion.T}")
     if exp.sample.sampler == "ddpm" and exp.sample.steps not in (0, exp.diffusion.T):
@@ -255,6 +285,34 @@ def _check_consistency(exp: Experiment, where: str) -> None:
         raise ConfigError(f"{where}: model.channels for seed_unet needs 5 widths (4 skip levels + bottleneck)")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, except that a key given twice in one mapping is an error (PyYAML keeps the last
+    value silently). Keys brought in by a ``<<:`` merge may still be overridden, as YAML intends."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice (first on line {seen[key] + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only, never Python objects
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    at = f" (line {mark.line + 1})" if mark else ""
+    return f"not valid YAML{at}: {getattr(exc, 'problem', None) or exc}"
+
+
 def parse_overrides(items: list[str]) -> dict:
     """``["train.steps=100", "sample.sampler=ddim"]`` -> nested dict; values are parsed as YAML scalars."""
     tree: dict = {}
@@ -262,7 +320,10 @@ def parse_overrides(items: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected key.sub=value, e.g. train.steps=100")
-        value = yaml.safe_load(raw) if raw != "" else None
+        try:
+            value = _load_yaml(raw) if raw != "" else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: {_yaml_problem(exc)}") from None
         node = tree
         parts = key.split(".")
         for part in parts[:-1]:
@@ -285,23 +346,32 @@ def _merge(base: dict, extra: dict) -> dict:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _load_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return data
 
 
 def cluster_defaults_file() -> Path:
-    return Path(os.environ.get("DDPM_HPC_CLUSTER_CONFIG") or paths.experiments_root() / "_cluster.yaml")
+    """``$DDPM_HPC_CLUSTER_CONFIG`` (which must exist when set), else ``experiments/_cluster.yaml`` (optional)."""
+    chosen = os.environ.get("DDPM_HPC_CLUSTER_CONFIG")
+    if not chosen:
+        return paths.experiments_root() / "_cluster.yaml"
+    path = Path(chosen).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"DDPM_HPC_CLUSTER_CONFIG={chosen}: no such file; fix the path or unset the variable")
+    return path
 
 
 def available_experiments() -> list[str]:
-    root = paths.experiments_root()
-    return sorted(p.stem for p in root.glob("*.yaml") if not p.stem.startswith("_"))
+    root = paths.existing_experiments_root()
+    return sorted(p.stem for p in root.glob("*.yaml") if not p.stem.startswith("_") and p.is_file())
 
 
 def build_experiment(name: str, data: dict, where: str) -> Experiment:

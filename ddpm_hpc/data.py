@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pickle
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from .errors import ConfigError, DatasetMissing, UserError
 
 DATASETS = ("mnist", "cifar10", "digits")
 _CIFAR_DIR = "cifar-10-batches-py"  # torchvision's CIFAR10.base_folder
+_MNIST_DIR = Path("MNIST") / "raw"  # torchvision's MNIST.raw_folder
+# What a download writes under the data root, so a failed one can remove what it created.
+_DOWNLOADED = {"mnist": ("MNIST",), "cifar10": ("cifar-10-python.tar.gz", _CIFAR_DIR)}
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,23 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _files(name: str, train: bool) -> list[str]:
+    """The file names the loader reads, in torchvision's layout (its MNIST wants both splits)."""
+    if name == "mnist":
+        return [f"{split}-{kind}" for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    if name == "cifar10":
+        return [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    return []
+
+
+def missing_files(name: str, root: Path | None = None, train: bool = True) -> list[Path]:
+    """The files the loader needs for this split that are not under ``root``: [] means the dataset is there."""
+    root = Path(root) if root is not None else paths.data_root()
+    folder = {"mnist": root / _MNIST_DIR, "cifar10": root / _CIFAR_DIR}.get(_check_name(name))
+    extra = ["batches.meta"] if name == "cifar10" else []
+    return [folder / n for n in _files(name, train) + extra if not (folder / n).is_file()]
+
+
 def _missing(name: str, folder: Path, what: str = "not found") -> DatasetMissing:
     return DatasetMissing(
         f"{name} dataset {what} in {folder}: run `make data` (or `ddpm-hpc data {name}`) on a machine with "
@@ -55,10 +76,12 @@ def _resize32(images: torch.Tensor) -> torch.Tensor:
 def _load_mnist(root: Path, train: bool) -> ImageDataset:
     import torchvision
 
+    if missing_files("mnist", root, train):
+        raise _missing("mnist", root / _MNIST_DIR)
     try:
         ds = torchvision.datasets.MNIST(root, train=train, download=False)
-    except RuntimeError as err:  # "Dataset not found. You can use download=True ..."
-        raise _missing("mnist", root / "MNIST" / "raw") from err
+    except (RuntimeError, ValueError, AssertionError) as err:  # torchvision's checks of truncated or foreign files
+        raise _missing("mnist", root / _MNIST_DIR, f"is corrupted ({type(err).__name__})") from err
     return ImageDataset("mnist", _resize32(ds.data), ds.targets.long().contiguous(), 10)
 
 
@@ -67,12 +90,11 @@ def _load_cifar10(root: Path, train: bool) -> ImageDataset:
     # files, including the small generated ones the tests and smoke runs use. We therefore read the python batches
     # ourselves, exactly as CIFAR10.__init__ does (same folder, same pickles); downloads still go through torchvision.
     folder = root / _CIFAR_DIR
-    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-    if not all((folder / n).is_file() for n in names + ["batches.meta"]):
+    if missing_files("cifar10", root, train):
         raise _missing("cifar10", folder)
     data, labels = [], []
     try:
-        for n in names:
+        for n in _files("cifar10", train):
             with open(folder / n, "rb") as f:
                 entry = pickle.load(f, encoding="latin1")
             data.append(entry["data"])
@@ -112,16 +134,45 @@ def download_dataset(name: str, root: Path | None = None) -> Path:
 
     _check_name(name)
     root = Path(root) if root is not None else paths.data_root()
-    root.mkdir(parents=True, exist_ok=True)
     try:
-        if name == "mnist":
-            torchvision.datasets.MNIST(root, train=True, download=True)  # fetches both splits
-        elif name == "cifar10":
-            torchvision.datasets.CIFAR10(root, train=True, download=True)
+        with _removed_on_failure(root, _DOWNLOADED.get(name, ())):
+            root.mkdir(parents=True, exist_ok=True)
+            if name == "mnist":
+                torchvision.datasets.MNIST(root, train=True, download=True)  # fetches both splits
+            elif name == "cifar10":
+                torchvision.datasets.CIFAR10(root, train=True, download=True)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; MNIST wraps mirror failures in RuntimeError
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"could not download {name} into {root} ({first_line}): is there internet here?") from err
     return root
+
+
+@contextlib.contextmanager
+def _removed_on_failure(root: Path, entries: tuple[str, ...]):
+    """If the body fails (or is interrupted), remove the files and folders it created at or under ``root / entry``
+    and the folders it created for ``root`` itself; whatever was there before stays."""
+    def tree() -> set[Path]:
+        found = set()
+        for top in (root / e for e in entries):
+            if top.exists():
+                found |= {top, *(top.rglob("*") if top.is_dir() else ())}
+        return found
+
+    new_dirs = [d for d in (root, *root.parents) if not d.exists()]  # deepest first
+    before = tree()
+    try:
+        yield
+    except BaseException:
+        for path in sorted(tree() - before, key=lambda p: len(p.parts), reverse=True):  # contents before folders
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()
+                else:
+                    path.unlink()
+        for folder in new_dirs:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+        raise
 
 
 def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:

@@ -11,17 +11,26 @@ def interactive() -> bool:
 
 
 def log(message: str) -> None:
+    """Print one line; on a terminal, above the live progress bar (which is cleared, then drawn again below it)."""
+    bar = Progress.drawn
+    if bar:
+        bar.clear()
     print(message, flush=True)
+    if bar:
+        bar.redraw()
 
 
 class Progress:
     """``Progress(total, label)(done, text)``: redraws one line on a terminal, prints nothing otherwise
-    (callers log plain lines at their own cadence when not interactive)."""
+    (callers log plain lines at their own cadence; :func:`log` prints them above the bar)."""
 
-    def __init__(self, total: int, label: str, start: int = 0):
-        self.total, self.label, self.start = total, label, start
+    drawn: Progress | None = None  # the bar now on the terminal's last line, if any
+
+    def __init__(self, total: int, label: str, start: int = 0, unit: str = "steps"):
+        self.total, self.label, self.start, self.unit = total, label, start, unit
         self.t0 = time.monotonic()
         self.enabled = interactive()
+        self.line = ""
 
     def __call__(self, done: int, text: str = "") -> None:
         if not self.enabled:
@@ -30,16 +39,26 @@ class Progress:
         eta = (self.total - done) / rate if rate > 0 else 0
         width = 24
         filled = int(width * done / max(self.total, 1))
-        sys.stdout.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
-                         f"{text} {rate:.1f}/s eta {format_seconds(eta)}   ")
-        sys.stdout.flush()
+        self.line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
+                     f"{text + ' ' if text else ''}{rate:.1f} {self.unit}/s eta {format_seconds(eta)}")
+        self.redraw()
         if done >= self.total:
-            sys.stdout.write("\n")
+            self.close()
+
+    def redraw(self) -> None:
+        sys.stdout.write(f"\r{self.line}   ")
+        sys.stdout.flush()
+        Progress.drawn = self
+
+    def clear(self) -> None:
+        sys.stdout.write("\r" + " " * (len(self.line) + 3) + "\r")
 
     def close(self) -> None:
-        if self.enabled:
+        """End the bar's line, once (the next output starts below it)."""
+        if Progress.drawn is self:
             sys.stdout.write("\n")
             sys.stdout.flush()
+            Progress.drawn = None
 
 
 def format_seconds(seconds: float) -> str:

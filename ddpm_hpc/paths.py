@@ -23,6 +23,16 @@ def experiments_root() -> Path:
     return _root("DDPM_HPC_EXPERIMENTS", REPO_ROOT / "experiments")
 
 
+def existing_experiments_root() -> Path:
+    """``experiments_root()``, which must be a folder (listing a missing one would quietly show nothing)."""
+    root = experiments_root()
+    if not root.is_dir():
+        where = " (DDPM_HPC_EXPERIMENTS)" if os.environ.get("DDPM_HPC_EXPERIMENTS") else ""
+        problem = "is not a folder" if root.exists() else "does not exist"
+        raise ConfigError(f"the experiments folder {root}{where} {problem}")
+    return root
+
+
 def checkpoints_root() -> Path:
     """Checkpoint folders, one per experiment (``DDPM_HPC_CHECKPOINTS``)."""
     return _root("DDPM_HPC_CHECKPOINTS", REPO_ROOT / "checkpoints")
@@ -34,12 +44,17 @@ def data_root() -> Path:
 
 
 def check_name(name: str) -> str:
-    """Refuse experiment names that could escape ``experiments/`` (``../../x``, absolute paths, ...)."""
-    if not _NAME.match(name) or ".." in name:
-        raise ConfigError(
-            f"invalid experiment name {name!r}: use letters, digits, '_', '-' and '.', no path separators"
-        )
-    return name
+    """Refuse experiment names that could escape ``experiments/`` (``../../x``, absolute paths, ...) and the reserved
+    ``_*`` names (``_cluster.yaml`` holds the cluster defaults, not an experiment)."""
+    if name.startswith("_"):
+        reason = "names starting with '_' are reserved (e.g. _cluster.yaml holds the cluster defaults)"
+    elif "/" in name or "\\" in name or ".." in name:
+        reason = "no path separators or '..'"
+    elif not _NAME.match(name):
+        reason = "start with a letter or digit, then use only letters, digits, '_', '-' and '.'"
+    else:
+        return name
+    raise ConfigError(f"invalid experiment name {name!r}: {reason}")
 
 
 def experiment_file(name: str) -> Path:

@@ -2,11 +2,17 @@
 
 Writes into ``experiments/<exp>/samples/``: ``<tag>.png`` (one row per class for conditional models, a square grid
 otherwise), ``<tag>.safetensors`` (raw uint8 ``images`` and int64 ``labels``) and ``<tag>.json`` (what produced it).
-``<tag>`` names the step, sampler, network evaluations, guidance and seed, so other settings never overwrite it.
+``<tag>`` names the step, sampler and steps, DDIM eta, guidance, number of images and seed
+(``step0001500-heun10-w2-n100-seed1234``), so other settings never overwrite it; files of the same tag drawn from
+another checkpoint (``sample.checkpoint=<file>``) are never replaced.
+
+The sampler, its steps and guidance must fit the network: they are checked against the config stored in the
+checkpoint (its objective, T and conditioning), not against the current YAML.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -18,7 +24,7 @@ from safetensors.torch import save as save_bytes
 
 from . import checkpoint, paths, state
 from .checkpoint import Checkpoint, CorruptCheckpoint
-from .config import Experiment, experiment_from_json
+from .config import Experiment, build_experiment, experiment_from_json
 from .data import DATASETS
 from .distributed import DistContext
 from .errors import UserError
@@ -83,6 +89,33 @@ def load_model(ckpt: Checkpoint, device: torch.device, prefer_ema: bool = True):
     return trained, model.to(device).eval(), prefix
 
 
+def sampling_config(trained: Experiment, exp: Experiment, source: Path) -> Experiment:
+    """The config the network was trained with, with the ``sample`` section of ``exp``, checked by the config's own
+    rules: a sampler that does not fit the trained objective (ddpm/ddim for ddpm, euler/heun for flow), steps beyond
+    the trained T or guidance on an unconditional network would otherwise draw noise without a word."""
+    d, m = trained.diffusion, trained.model
+    where = (f"checkpoint {source} (trained with diffusion.objective={d.objective}, diffusion.T={d.T}, "
+             f"model.conditioning={m.conditioning})")
+    data = {k: v for k, v in trained.to_dict().items() if k != "name"}
+    return build_experiment(exp.name, {**data, "sample": dataclasses.asdict(exp.sample)}, where)
+
+
+@dataclass
+class Loaded:
+    """A checkpoint ready to sample from."""
+    ckpt: Checkpoint
+    exp: Experiment  # the trained config with the requested sample settings (see sampling_config)
+    model: torch.nn.Module
+    weights: str  # "ema" or "model"
+
+
+def load_for_sampling(exp: Experiment, device: torch.device) -> Loaded:
+    """The checkpoint ``exp.sample.checkpoint`` of ``exp``, its network and the sample settings checked against it."""
+    ckpt = find_checkpoint(exp.name, exp.sample.checkpoint)
+    trained, model, weights = load_model(ckpt, device)
+    return Loaded(ckpt, sampling_config(trained, exp, ckpt.path), model, weights)
+
+
 def sample_images(trained: Experiment, model, exp: Experiment, device: torch.device, labels: torch.Tensor | None,
                   n: int, keep: int = 0) -> Sampled:
     """Draw n images with the sampler settings of ``exp.sample``; the noise comes from ``sample.seed``."""
@@ -124,14 +157,32 @@ def grid_labels(trained: Experiment, exp: Experiment, device) -> tuple[torch.Ten
     return labels, k * per, per
 
 
-def sample_tag(step: int, exp: Experiment, conditional: bool) -> str:
+def sample_tag(step: int, exp: Experiment, conditional: bool, n: int | None = None) -> str:
+    """``step0001500-heun10-w2-n100-seed1234``: n images (default: the grid ``exp`` describes) of ``exp.sample``."""
     s = exp.sample
+    if n is None:
+        n = grid_labels(exp, exp, "cpu")[1]
     tag = f"step{step:07d}-{s.sampler}{exp.sample_steps}"
     if s.sampler == "ddim" and s.eta:
         tag += f"-eta{s.eta:g}"
     if conditional and s.guidance != 1.0:
         tag += f"-w{s.guidance:g}"
-    return f"{tag}-seed{s.seed}"
+    return f"{tag}-n{n}-seed{s.seed}"
+
+
+def check_not_taken(folder: Path, tag: str, ckpt: Checkpoint) -> None:
+    """Refuse to replace sample files of this tag drawn from another checkpoint of the same step; the same checkpoint
+    with the same settings draws the same images again, so those may be rewritten."""
+    taken = [p.name for p in (folder / f"{tag}{ext}" for ext in (".png", ".safetensors", ".json")) if p.exists()]
+    if not taken:
+        return
+    try:
+        recorded = json.loads((folder / f"{tag}.json").read_text()).get("checkpoint_sha256")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded != ckpt.sha256:
+        raise UserError(f"{folder / taken[0]} holds samples of another checkpoint (SHA-256 {str(recorded)[:12]}), "
+                        f"not of {ckpt.path}; move {tag}.* away to keep them, then sample again")
 
 
 def write_samples(folder: Path, tag: str, result: Sampled, info: dict, nrow: int) -> Path:
@@ -152,18 +203,20 @@ def write_samples(folder: Path, tag: str, result: Sampled, info: dict, nrow: int
 def sample_experiment(exp: Experiment, log_fn=log, out_folder: Path | None = None) -> Path:
     """Sample ``exp``'s checkpoint (``sample.checkpoint``) and write the grid files; returns the PNG path."""
     device = resolve_device(exp.train.device, DistContext())
-    ckpt = find_checkpoint(exp.name, exp.sample.checkpoint)
-    trained, model, weights = load_model(ckpt, device)
-    labels, n, nrow = grid_labels(trained, exp, device)
-    tag = sample_tag(ckpt.step, exp, labels is not None)
-    log_fn(f"sampling {exp.name} step {ckpt.step} ({weights} weights) with {exp.sample.sampler}, "
+    run = load_for_sampling(exp, device)
+    ckpt, exp = run.ckpt, run.exp
+    labels, n, nrow = grid_labels(exp, exp, device)
+    tag = sample_tag(ckpt.step, exp, labels is not None, n)
+    folder = out_folder or paths.experiment_dir(exp.name) / "samples"
+    check_not_taken(folder, tag, ckpt)
+    log_fn(f"sampling {exp.name} step {ckpt.step} ({run.weights} weights) with {exp.sample.sampler}, "
            f"{exp.sample_steps} steps, {n} images on {device}")
-    result = sample_images(trained, model, exp, device, labels, n, keep=8 if exp.sample.trajectory else 0)
+    result = sample_images(exp, run.model, exp, device, labels, n, keep=8 if exp.sample.trajectory else 0)
     info = {"experiment": exp.name, "checkpoint": str(ckpt.path), "checkpoint_sha256": ckpt.sha256,
-            "step": ckpt.step, "weights": weights, "sampler": exp.sample.sampler, "steps": exp.sample_steps,
-            "eta": exp.sample.eta, "guidance": exp.sample.guidance if labels is not None else 1.0,
+            "step": ckpt.step, "weights": run.weights, "sampler": exp.sample.sampler, "steps": exp.sample_steps,
+            "eta": exp.sample.eta, "guidance": exp.sample.guidance,
             "nfe_per_image": result.nfe, "seed": exp.sample.seed, "images": n, "wall_seconds": round(result.seconds, 3),
             "device": str(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    png = write_samples(out_folder or paths.experiment_dir(exp.name) / "samples", tag, result, info, nrow)
+    png = write_samples(folder, tag, result, info, nrow)
     log_fn(f"wrote {png} ({result.seconds:.1f} s, {result.nfe} network evaluations per image)")
     return png

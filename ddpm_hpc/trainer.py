@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -20,12 +21,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__, checkpoint, paths, state
-from .config import Experiment, experiment_from_json
+from .config import Experiment, check_device, experiment_from_json
 from .data import BatchSampler, load_dataset, to_model_range
 from .distributed import DistContext, sync_batchnorm
 from .ema import EMA
-from .errors import CheckpointMismatch
-from .logging_utils import Progress, format_seconds, interactive, log
+from .errors import CheckpointMismatch, UserError
+from .logging_utils import Progress, format_seconds, log
 from .models import build_model
 from .objectives import Share, drop_labels, make_objective
 from .schedules import make_schedule
@@ -63,11 +64,21 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-def resolve_device(name: str, ctx: DistContext) -> torch.device:
+def resolve_device(name: str, ctx: DistContext, setting: str = "train.device") -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` (this rank's GPU) or ``cuda:N``; a GPU that is not there is a UserError."""
+    check_device(name, setting)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{ctx.local_rank % max(torch.cuda.device_count(), 1)}"  # one GPU per task if SLURM bound it
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "" if torch.version.cuda else f" (torch {torch.__version__} is a CPU-only build)"
+            raise UserError(f"{setting}={name}, but no CUDA GPU is available here{build}; use {setting}=cpu or auto")
+        if name == "cuda":
+            name = f"cuda:{ctx.local_rank % count}"  # one GPU per task if SLURM bound it
+        elif int(name[5:]) >= count:
+            gpus = "1 CUDA GPU (cuda:0)" if count == 1 else f"{count} CUDA GPUs (cuda:0 to cuda:{count - 1})"
+            raise UserError(f"{setting}={name}, but this machine has {gpus}")
     return torch.device(name)
 
 
@@ -99,33 +110,70 @@ def check_same_experiment(exp: Experiment, ckpt: checkpoint.Checkpoint) -> None:
                     f"says {value!r}; set train.restart=true to start over (the old checkpoints are kept aside)")
 
 
-def archive_previous_run(exp: Experiment) -> None:
-    """train.restart=true: move old checkpoints and metrics aside rather than deleting anything."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder, metrics = paths.checkpoint_dir(exp.name), paths.experiment_dir(exp.name) / "metrics.jsonl"
-    n = 0
-    while (folder.with_name(f"{folder.name}.old-{stamp}{n or ''}").exists() or
-           metrics.with_name(f"metrics.old-{stamp}{n or ''}.jsonl").exists()):
-        n += 1  # restarted twice within a second: never rename onto (and lose) an earlier archive
+# In experiments/<name>/: what the job submissions recorded (jobs/registry.py). It describes the submissions, not a
+# run's results, and a running job still writes to logs/, so it stays when a run is moved aside.
+SUBMISSION_RECORDS = ("logs", "jobs.json", "submitted_config.yaml")
+# Rewritten by every run or report: moved with an old run, but on their own they are not one.
+REGENERATED = ("config.json", "index.html", "report.json")
+REWOUND = "metrics.rewound.jsonl"
+
+
+def _old_outputs(out_dir: Path) -> list[Path]:
+    """What an earlier run left in ``experiments/<name>/``: all but the submission records, temporary files (a
+    report may be writing one) and earlier archives (``old-*``, and the older ``metrics.old-*.jsonl``)."""
+    if not out_dir.is_dir():
+        return []
+    return sorted(p for p in out_dir.iterdir() if p.name not in SUBMISSION_RECORDS
+                  and not p.name.startswith((".", "old-", "metrics.old-")))
+
+
+def archive_previous_run(exp: Experiment) -> list[Path]:
+    """Before a run starts from step 0: move whatever an earlier run left aside, never deleting anything. The
+    checkpoint folder becomes ``checkpoints/<name>.old-<time>``, the outputs (metrics, plots, samples, eval, report)
+    move to ``experiments/<name>/old-<time>/``. Returns the new locations (none if there was no earlier run)."""
+    folder, out_dir = paths.checkpoint_dir(exp.name), paths.experiment_dir(exp.name)
+    outputs = _old_outputs(out_dir)
+    ckpts = folder.is_dir() and any(folder.iterdir())
+    if not ckpts and all(p.name in REGENERATED for p in outputs):
+        return []
+    stamp, n = time.strftime("%Y%m%d-%H%M%S"), 0
+    while folder.with_name(f"{folder.name}.old-{stamp}{n or ''}").exists() or \
+            (out_dir / f"old-{stamp}{n or ''}").exists():
+        n += 1  # started over twice within a second: never rename onto (and lose) an earlier archive
     stamp = f"{stamp}{n or ''}"
-    if folder.is_dir() and any(folder.iterdir()):
-        folder.rename(folder.with_name(f"{folder.name}.old-{stamp}"))
-    if metrics.is_file():
-        metrics.rename(metrics.with_name(f"metrics.old-{stamp}.jsonl"))
+    moved = []
+    if ckpts:
+        moved.append(folder.rename(folder.with_name(f"{folder.name}.old-{stamp}")))
+    if outputs:
+        (out_dir / f"old-{stamp}").mkdir()
+        for path in outputs:
+            path.rename(out_dir / f"old-{stamp}" / path.name)
+        moved.append(out_dir / f"old-{stamp}")
+    return moved
 
 
-def truncate_metrics(metrics: Path, step: int) -> None:
-    """Drop lines logged after the checkpoint we resume from (they will be logged again, identically)."""
+def rewind_metrics(metrics: Path, step: int) -> int:
+    """Resuming from ``step``: lines logged after it (they will be logged again, identically) and lines cut short by
+    a kill move from ``metrics.jsonl`` to the end of ``metrics.rewound.jsonl``. Returns how many lines moved."""
     if not metrics.is_file():
-        return
+        return 0
+
     def kept(line: str) -> bool:
         try:
-            return json.loads(line).get("step", 0) <= step
-        except (ValueError, AttributeError):  # a line cut short when the process was killed mid-write
+            return json.loads(line)["step"] <= step
+        except (ValueError, TypeError, KeyError):  # e.g. a line cut short when the process was killed mid-write
             return False
 
-    lines = [ln for ln in metrics.read_text(errors="replace").splitlines() if ln.strip() and kept(ln)]
-    checkpoint.atomic_write(metrics, "".join(ln + "\n" for ln in lines).encode())
+    lines = [ln for ln in metrics.read_text(errors="replace").splitlines() if ln.strip()]
+    keep = [kept(ln) for ln in lines]
+    if all(keep):
+        return 0
+    with open(metrics.with_name(REWOUND), "a") as f:  # first: a kill in between duplicates lines, never loses one
+        f.writelines(ln + "\n" for ln, k in zip(lines, keep) if not k)
+        f.flush()
+        os.fsync(f.fileno())
+    checkpoint.atomic_write(metrics, "".join(ln + "\n" for ln, k in zip(lines, keep) if k).encode())
+    return keep.count(False)
 
 
 class Run:
@@ -198,7 +246,8 @@ class Run:
         if self.ema and any(k.startswith("ema.") for k in ckpt.tensors):
             state.check_module(ckpt, "ema", self.ema.model)
         state.check_optimizer(ckpt, self.optimizer, ckpt.metadata.get("optim.param_groups"))
-        state.check_scalars(ckpt, ("train.loss_smooth", "data.next_step"))
+        window = ("train.loss_sum", "train.log_window_start") if "train.loss_sum" in ckpt.tensors else ()
+        state.check_scalars(ckpt, ("train.loss_smooth", "data.next_step", *window))
         state.check_rng(ckpt)
 
     def restore(self, ckpt: checkpoint.Checkpoint) -> None:
@@ -339,29 +388,39 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
     save (e.g. to refresh the loss plot); ``every_steps`` runs every ``sample.every`` steps (preview grids);
     ``after_step`` runs after every step, before the stop check (the SLURM tests use it to slow tiny runs down)."""
     say = log_fn if ctx.is_main else (lambda *_: None)
-    if exp.train.restart and ctx.is_main:
-        archive_previous_run(exp)
-    ctx.barrier()
     run = Run(exp, ctx, say)
     out_dir = paths.experiment_dir(exp.name)
     metrics = out_dir / "metrics.jsonl"
+    ckpt = None
     if not exp.train.restart:
         ckpt = checkpoint.load_latest(paths.checkpoint_dir(exp.name), run.validate, warn=say)
-        if ckpt is not None:
-            run.restore(ckpt)
-            say(f"resuming {exp.name} from {ckpt.path} (step {run.step}/{exp.train.steps})")
+    if ckpt is not None:
+        run.restore(ckpt)
+        say(f"resuming {exp.name} from {ckpt.path} (step {run.step}/{exp.train.steps})")
+    ctx.barrier()  # every rank has read the checkpoints before the main one moves any aside
     if ctx.is_main:
+        if run.step == 0:  # a fresh start never mixes with (or deletes) an earlier run's files
+            moved = archive_previous_run(exp)
+            if moved:
+                why = "train.restart=true" if exp.train.restart else "no checkpoint to resume from"
+                say(f"{why}: moved the previous run of {exp.name} aside to {' and '.join(map(str, moved))}")
+        elif rewound := rewind_metrics(metrics, run.step):
+            say(f"moved {rewound} metrics line{'s' if rewound > 1 else ''} logged after step {run.step} to "
+                f"{metrics.with_name(REWOUND)}")
         out_dir.mkdir(parents=True, exist_ok=True)
-        truncate_metrics(metrics, run.step)
         (out_dir / "config.json").write_text(json.dumps(exp.to_dict(), indent=1) + "\n")
     if run.step == 0:
         n = sum(p.numel() for p in run.model.parameters())
         say(f"training {exp.name}: {exp.model.arch} ({n / 1e6:.2f}M parameters), {exp.diffusion.objective}, "
             f"{exp.data.dataset} ({len(run.dataset.labels)} images), batch {exp.data.batch_size}, "
             f"{exp.train.steps} steps on {run.device}")
+    elif run.step >= exp.train.steps:
+        past = f", past train.steps={exp.train.steps}" if run.step > exp.train.steps else ""
+        say(f"{exp.name} is already at step {run.step}{past}: nothing to train (raise train.steps to go on)")
 
     t_start, last_save = time.monotonic(), time.monotonic()
-    window_start = time.monotonic()
+    # The throughput window: steps of this process only (a resumed loss window began before the restart).
+    window_start, window_first_step = time.monotonic(), run.step
     loss_sum = run.loss_sum  # updated in place, so run.tensors() saves the partial window
     progress = Progress(exp.train.steps, exp.name, start=run.step) if ctx.is_main else None
     saved: Path | None = None
@@ -373,23 +432,22 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
             _seed_first_loss(run, loss)
             run.loss_smooth += 0.01 * (loss.float() - run.loss_smooth)
             step = run.step
+            if progress:
+                progress(step)
             if step % exp.train.log_every == 0 or step == exp.train.steps:
                 ctx.mean_([loss_sum, run.loss_smooth])  # each rank's share -> the global batch's loss (see below)
                 now = time.monotonic()
                 mean = (loss_sum / (step - run.log_window_start)).item()  # the only host sync: once per log line
                 smooth = run.loss_smooth.item()
-                rate = (step - run.log_window_start) * exp.data.batch_size / max(now - window_start, 1e-9)
+                rate = (step - window_first_step) * exp.data.batch_size / max(now - window_start, 1e-9)
                 record = {"step": step, "loss": mean, "loss_smooth": smooth, "img_per_s": rate,
                           "wall_seconds": run.wall_seconds + now - t_start}
                 if ctx.is_main:
                     with open(metrics, "a") as f:
                         f.write(json.dumps(record) + "\n")
-                    if not interactive():
-                        say(f"step {step:7d}/{exp.train.steps}  loss {smooth:.4f}  {rate:.0f} img/s")
+                    say(f"step {step:7d}/{exp.train.steps}  loss {smooth:.4f}  {rate:.0f} img/s")
                 loss_sum.zero_()
-                window_start, run.log_window_start = now, step
-            if progress:
-                progress(step)
+                window_start, window_first_step, run.log_window_start = now, step, step
             if every_steps and exp.sample.every and step % exp.sample.every == 0 and ctx.is_main:
                 every_steps(run)
             if after_step:
@@ -419,5 +477,8 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
                 return TrainOutcome("interrupted", step, stop.received or "peer", saved)
     say(f"finished {exp.name} at step {run.step} ({format_seconds(run.wall_seconds)} of training)")
     if saved is None and ctx.is_main:  # already complete when started: nothing new to save
-        saved = checkpoint.load_latest(paths.checkpoint_dir(exp.name), warn=say).path
+        saved = ckpt.path
+        if checkpoint.read_pointer(ckpt.path.parent).get("file") != ckpt.path.name:
+            saved = run.save()  # the same state again, with a latest.json naming it (it was lost or named a bad file)
+            say(f"rewrote {saved.parent / checkpoint.POINTER} to name {saved.name}")
     return TrainOutcome("finished", run.step, None, saved)

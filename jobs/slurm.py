@@ -20,8 +20,9 @@ class SlurmUnavailable(Exception):
     """A SLURM command is missing or did not answer."""
 
 
-def available() -> bool:
-    return shutil.which("sbatch") is not None
+def missing_submit_commands() -> list[str]:
+    """Which of sbatch and srun (the jobs' scripts start their step with srun) are not on PATH."""
+    return [cmd for cmd in ("sbatch", "srun") if shutil.which(cmd) is None]
 
 
 def _run(cmd: list[str], timeout: float = 30) -> str:
@@ -31,6 +32,8 @@ def _run(cmd: list[str], timeout: float = 30) -> str:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise SlurmUnavailable(f"{' '.join(cmd)} did not answer within {timeout:g} s") from None
+    except OSError as exc:  # e.g. not executable
+        raise SlurmUnavailable(f"cannot run {cmd[0]}: {exc.strerror or exc}") from None
     if proc.returncode != 0:
         err = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()[-1]
         raise SlurmUnavailable(f"{' '.join(cmd[:2])} failed: {err}")

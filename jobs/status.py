@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ddpm_hpc import paths
-from ddpm_hpc.checkpoint import read_pointer
+from ddpm_hpc.checkpoint import newest_file, step_of
 from ddpm_hpc.errors import UserError
 from ddpm_hpc.logging_utils import format_seconds
 
@@ -118,19 +118,18 @@ def _metrics(name: str) -> list[dict]:
 
 def training_progress(name: str, total: int | None, running: bool) -> str:
     records = _metrics(name)
-    pointer = read_pointer(paths.checkpoint_dir(name))
+    ckpt = newest_file(paths.checkpoint_dir(name))
     parts = []
     step = records[-1]["step"] if records else 0
     parts.append(f"step {step}/{total if total else '?'}")
     if records:
         parts.append(f"loss {records[-1].get('loss_smooth', records[-1].get('loss', float('nan'))):.4f}")
-    if pointer.get("file"):
-        ckpt = paths.checkpoint_dir(name) / str(pointer["file"])
+    if ckpt is not None:
         try:
             age = f" ({format_seconds(time.time() - ckpt.stat().st_mtime)} ago)"
         except OSError:
             age = ""
-        parts.append(f"ckpt {pointer.get('step', '?')}{age}")
+        parts.append(f"ckpt {step_of(ckpt)}{age}")
     else:
         parts.append("no ckpt")
     if total and step >= total:

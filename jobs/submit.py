@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,7 +14,7 @@ from types import SimpleNamespace
 import yaml
 
 from ddpm_hpc import paths
-from ddpm_hpc.checkpoint import read_metadata, read_pointer
+from ddpm_hpc.checkpoint import CorruptCheckpoint, atomic_write, newest_file, read_metadata
 from ddpm_hpc.config import Experiment, load_experiment
 from ddpm_hpc.errors import UserError
 
@@ -30,27 +33,29 @@ def check_checkpoint_matches(exp: Experiment) -> None:
     """Refuse now, not in the queue, when the existing checkpoints belong to a different configuration."""
     if exp.train.restart:
         return
-    folder = paths.checkpoint_dir(exp.name)
-    pointer = read_pointer(folder)
-    path = folder / str(pointer.get("file", ""))
-    if not pointer.get("file") or not path.is_file():
+    path = newest_file(paths.checkpoint_dir(exp.name))
+    if path is None:
         return
     try:
         metadata = read_metadata(path)
-    except (OSError, ValueError):
-        return  # the job's own loader reports and skips unreadable files
-    if "config" in metadata:
-        from ddpm_hpc.trainer import check_same_experiment  # imports torch: only when there is a checkpoint
+        if "config" in metadata:
+            from ddpm_hpc.trainer import check_same_experiment  # imports torch: only when there is a checkpoint
 
-        check_same_experiment(exp, SimpleNamespace(path=path, metadata=metadata))
+            check_same_experiment(exp, SimpleNamespace(path=path, metadata=metadata))
+    except (OSError, ValueError, CorruptCheckpoint):
+        return  # unreadable file or stored config: the job's own loader reports and skips it
 
 
 def warn_missing_data(exp: Experiment) -> None:
+    """The loader's own test (ddpm_hpc.data), as a warning only: the compute nodes may see other paths."""
+    from ddpm_hpc.data import missing_files
+
     root = Path(exp.data.root).expanduser() if exp.data.root else paths.data_root()
-    expected = {"mnist": root / "MNIST" / "raw", "cifar10": root / "cifar-10-batches-py"}.get(exp.data.dataset)
-    if expected is not None and not expected.is_dir():
-        print(f"warning: {expected} does not exist here; the job will fail unless the compute nodes see it "
-              f"(run `make data` on the login node first)", file=sys.stderr)
+    missing = missing_files(exp.data.dataset, root)
+    if missing:
+        print(f"warning: no {exp.data.dataset} dataset in {missing[0].parent} here ({len(missing)} file(s) missing, "
+              f"e.g. {missing[0].name}); the job will fail unless the compute nodes see it (run `make data` on the "
+              f"login node first)", file=sys.stderr)
 
 
 def write_snapshot(exp: Experiment, overrides: list[str]) -> Path:
@@ -62,19 +67,47 @@ def write_snapshot(exp: Experiment, overrides: list[str]) -> Path:
     header = (f"# {exp.name} as submitted at {registry.now()} (experiments/{exp.name}.yaml + cluster defaults"
               + (f" + overrides: {' '.join(overrides)}" if overrides else "") + ").\n"
               "# The jobs run exactly this; editing it or the YAML changes nothing for jobs already submitted.\n")
-    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    atomic_write(path, (header + yaml.safe_dump(data, sort_keys=False)).encode())
     return path
 
 
-def _submit(executor, job, kind: str):
+def _require_slurm(instead: str) -> None:
+    missing = slurm.missing_submit_commands()
+    if missing:
+        raise UserError(f"{' and '.join(missing)} not found: this is not a SLURM login node ({instead})")
+
+
+# What submitit writes before running sbatch and renames after it succeeded: <uuid>.pkl, .submission_file_<uuid>.sh
+_SUBMITIT_TEMPORARY = re.compile(r"^(\.submission_file_)?[0-9a-f]{32}\.(pkl|sh)$")
+
+
+def _submit(exp: Experiment, kind: str, folder: Path, dependency: str | None, job):
+    """Submit one job; if that fails, remove what the attempt left in ``folder`` and raise one line."""
     from submitit.core.utils import FailedJobError
 
+    new_dirs = [d for d in (folder, *folder.parents) if not d.exists()]  # deepest first
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    what = "training" if kind == "train" else "sampling"
     try:
-        return executor.submit(job)
-    except FailedJobError as exc:
-        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-        reason = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "sbatch failed")
-        raise UserError(f"sbatch refused the {kind} job: {reason.strip()}") from None
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr; the error below has it
+            return make_executor(exp, kind, folder, dependency).submit(job)
+    except (RuntimeError, OSError) as exc:  # FailedJobError: sbatch said no; others: sbatch or srun unusable
+        _remove_leftovers(folder, before, new_dirs)
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+        if isinstance(exc, FailedJobError):
+            reason = next((ln for ln in lines if "error" in ln.lower()), lines[-1])
+            raise UserError(f"sbatch refused the {what} job: {reason}") from None
+        raise UserError(f"could not submit the {what} job: {lines[0]}") from None
+
+
+def _remove_leftovers(folder: Path, before: set[Path], new_dirs: list[Path]) -> None:
+    """submitit's temporary files of a submission that failed, and the folders created for it if still empty."""
+    for path in (set(folder.iterdir()) if folder.is_dir() else set()) - before:
+        if _SUBMITIT_TEMPORARY.match(path.name) and not path.is_symlink():
+            path.unlink(missing_ok=True)
+    for d in new_dirs:
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only if empty
 
 
 def _entry(job_id: str, kind: str, overrides: list[str], exp: Experiment, after: str | None) -> dict:
@@ -85,7 +118,10 @@ def _entry(job_id: str, kind: str, overrides: list[str], exp: Experiment, after:
 
 def _cancel(name: str, jobs: list[dict]) -> list[str]:
     ids = [str(j["job_id"]) for j in jobs]
-    slurm.scancel(ids)
+    try:
+        slurm.scancel(ids)
+    except slurm.SlurmUnavailable as exc:
+        raise UserError(f"could not cancel {', '.join(ids)} of {name}: {exc}") from None
     entries = registry.load(name)
     for entry in entries:
         if str(entry["job_id"]) in ids:
@@ -106,8 +142,7 @@ def submit_training(name: str, overrides: list[str], force: bool = False, out=pr
     check_slurm_config(exp)
     check_checkpoint_matches(exp)
     warn_missing_data(exp)
-    if not slurm.available():
-        raise UserError("sbatch not found: this is not a SLURM login node (use make local EXP=... here)")
+    _require_slurm(f"use make local EXP={name} here")
     try:
         live = live_jobs(name)
     except slurm.SlurmUnavailable as exc:
@@ -122,15 +157,18 @@ def submit_training(name: str, overrides: list[str], force: bool = False, out=pr
         ids = _cancel(name, live)
         after = "afterany:" + ":".join(ids)  # the new job cannot start before the cancelled ones have exited
         out(f"cancelled {listing}; the new training job starts after they have exited")
-    snapshot = write_snapshot(exp, overrides)
     folder = registry.logs_dir(name)
     roots, config = current_roots(), exp.to_json()
-    train_job = _submit(make_executor(exp, "train", folder, after),
-                        TrainJob(config, roots, exp.slurm.max_requeues, _step_delay()), "training")
+    train_job = _submit(exp, "train", folder, after, TrainJob(config, roots, exp.slurm.max_requeues, _step_delay()))
     train_id = str(train_job.job_id)
     registry.add(name, _entry(train_id, "train", overrides, exp, after))
-    sample_job = _submit(make_executor(exp, "sample", folder, f"afterok:{train_id}"),
-                         SampleJob(config, roots, exp.slurm.max_requeues), "sampling")
+    snapshot = write_snapshot(exp, overrides)  # only now: a refused job must not replace the last one's snapshot
+    try:
+        sample_job = _submit(exp, "sample", folder, f"afterok:{train_id}",
+                             SampleJob(config, roots, exp.slurm.max_requeues))
+    except UserError as exc:
+        raise UserError(f"training job {train_id} of {name} is submitted, but {exc}; make sample EXP={name} "
+                        f"submits one that runs after it") from None
     sample_id = str(sample_job.job_id)
     registry.add(name, _entry(sample_id, "sample", overrides, exp, f"afterok:{train_id}"))
     rel = _display(folder)
@@ -149,18 +187,16 @@ def submit_training(name: str, overrides: list[str], force: bool = False, out=pr
 def submit_sampling(name: str, overrides: list[str], out=print) -> str:
     exp = load_experiment(name, overrides)
     check_slurm_config(exp)
-    if not slurm.available():
-        raise UserError("sbatch not found: this is not a SLURM login node (use ddpm-hpc sample EXP here)")
+    _require_slurm(f"use ddpm-hpc sample {name} here")
     try:
         live_train = [j for j in live_jobs(name) if j["kind"] == "train"]
     except slurm.SlurmUnavailable as exc:
         raise UserError(f"cannot check for live jobs of {name}: {exc}") from None
     after = f"afterok:{live_train[-1]['job_id']}" if live_train else None
-    if after is None and exp.sample.checkpoint in ("latest", "") and not read_pointer(paths.checkpoint_dir(name)):
+    if after is None and exp.sample.checkpoint in ("latest", "") and not newest_file(paths.checkpoint_dir(name)):
         raise UserError(f"no checkpoint of {name} in {paths.checkpoint_dir(name)}: make submit EXP={name} first")
     folder = registry.logs_dir(name)
-    job = _submit(make_executor(exp, "sample", folder, after),
-                  SampleJob(exp.to_json(), current_roots(), exp.slurm.max_requeues), "sampling")
+    job = _submit(exp, "sample", folder, after, SampleJob(exp.to_json(), current_roots(), exp.slurm.max_requeues))
     job_id = str(job.job_id)
     registry.add(name, _entry(job_id, "sample", overrides, exp, after))
     when = f"after training job {live_train[-1]['job_id']} succeeds" if after else "now"

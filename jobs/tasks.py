@@ -104,12 +104,10 @@ def _one_line(exc: BaseException) -> str:
 
 def _latest_step(name: str) -> int:
     from ddpm_hpc import paths
-    from ddpm_hpc.checkpoint import read_pointer
+    from ddpm_hpc.checkpoint import newest_file, step_of
 
-    try:
-        return int(read_pointer(paths.checkpoint_dir(name)).get("step", 0))
-    except (TypeError, ValueError):
-        return 0
+    ckpt = newest_file(paths.checkpoint_dir(name))
+    return step_of(ckpt) if ckpt is not None else 0
 
 
 class _Job(submitit.helpers.Checkpointable):

@@ -66,18 +66,30 @@ L_CKPT="${DDPM_HPC_CHECKPOINTS:-$REPO/checkpoints}"
 # Temporary files of atomic writers (".name.tmp-PID") are never copied. Nothing local is ever deleted.
 OPTS=(-rlt --partial --itemize-changes --stats --human-readable --exclude='.*.tmp*' "${SSH[@]}")
 
+first_line() { grep -v -e '^[[:space:]]*$' <<<"$1" | head -n 1; }
+
+# is_there <src/>: whether the remote folder exists (rsync lists it without copying or creating anything); any other
+# failure to read it (ssh, permissions) ends the pull in one line.
+is_there() {
+    local out
+    out="$(LC_ALL=C rsync --list-only "${SSH[@]}" "$1" 2>&1 >/dev/null)" && return 0
+    grep -q "No such file or directory" <<<"$out" && return 1
+    die "cannot read $1: $(first_line "$out")"
+}
+
 total_files=0
 fetch() {  # fetch <what> <src/> <dest/> [extra rsync args...]
     local what="$1" src="$2" dest="$3"
     shift 3
+    local made=""
+    [ -d "$dest" ] || made=1
     mkdir -p "$dest" || die "cannot create $dest"
     local out rc
     out="$(rsync "${OPTS[@]}" "$@" "$src" "$dest" 2>&1)"
     rc=$?
     if [ $rc -ne 0 ]; then
-        echo "$out" | grep -v -e '^Number of' -e '^Total' -e '^Literal' -e '^Matched' -e '^File list' \
-            -e '^sent ' -e '^total size' -e '^$' >&2
-        die "rsync of $what from $src failed (exit $rc)"
+        [ -z "$made" ] || rmdir "$dest" 2>/dev/null  # a folder of our own that stayed empty
+        die "rsync of $what from $src failed (exit $rc): $(first_line "$(grep -E '^(rsync|ssh)|error' <<<"$out")")"
     fi
     # Itemized lines: ">f+++++++++ path" new file, ">f.st...... path" changed file; directories are not news.
     local files n bytes
@@ -91,15 +103,25 @@ fetch() {  # fetch <what> <src/> <dest/> [extra rsync args...]
     total_files=$((total_files + ${n:-0}))
 }
 
+has_checkpoints() {  # has_checkpoints <src/>: true if the remote has them, else says so
+    is_there "$1" && return 0
+    echo "pull: no checkpoints on the remote yet ($1 does not exist)"
+    return 1
+}
+
+# The remote folder is checked first, so that a wrong name or REMOTE creates no local folder (an empty one would be
+# listed as an experiment that has not started).
 if [ "$EXP" = all ]; then
+    is_there "$R_EXP/" || die "no $R_EXP/ on the remote: is REMOTE (or REMOTE_EXPERIMENTS) right?"
     # every experiment folder; not the YAML files or the top-level index (local copies stay as they are)
     fetch "experiments" "$R_EXP/" "$L_EXP/" --include='/*/' --exclude='/*'
-    if [ "$CKPT" = 1 ]; then
+    if [ "$CKPT" = 1 ] && has_checkpoints "$R_CKPT/"; then
         fetch "checkpoints" "$R_CKPT/" "$L_CKPT/" --exclude='/*.old-*' --include='/*/' --exclude='/*'
     fi
 else
+    is_there "$R_EXP/$EXP/" || die "no experiment '$EXP' on the remote ($R_EXP/$EXP/ does not exist)"
     fetch "experiments/$EXP" "$R_EXP/$EXP/" "$L_EXP/$EXP/"
-    if [ "$CKPT" = 1 ]; then
+    if [ "$CKPT" = 1 ] && has_checkpoints "$R_CKPT/$EXP/"; then
         fetch "checkpoints/$EXP" "$R_CKPT/$EXP/" "$L_CKPT/$EXP/"
     fi
 fi

@@ -152,6 +152,25 @@ def test_unrecorded_file_is_checked_against_its_own_digest(tmp_path):
         read_checkpoint(path)
 
 
+def test_newest_file_without_reading_tensors(tmp_path, monkeypatch):
+    """The file latest.json names; without a usable pointer (lost, garbled, naming a missing file), the newest
+    step file on disk. Nothing but latest.json is opened."""
+    assert checkpoint.newest_file(tmp_path / "none") is None and checkpoint.newest_file(tmp_path) is None
+    for step in (1, 2):
+        save_checkpoint(tmp_path, step, _tensors(step), {"step": str(step)})
+    later = tmp_path / checkpoint.checkpoint_name(9)
+    later.write_bytes(b"not checked here")  # e.g. left by a run that fell back past it: the pointer wins
+    monkeypatch.setattr(checkpoint, "read_checkpoint", pytest.fail)
+    assert checkpoint.newest_file(tmp_path) == tmp_path / checkpoint.checkpoint_name(2)
+    pointer = tmp_path / "latest.json"
+    pointer.unlink()
+    assert checkpoint.newest_file(tmp_path) == later
+    for text in ("\x00garbage{", json.dumps({"file": "step-000000005.safetensors", "history": []}),
+                 json.dumps({"file": 5, "history": []})):
+        pointer.write_text(text)
+        assert checkpoint.newest_file(tmp_path) == later, text
+
+
 # -- damaged checkpoints of a real run --------------------------------------------------------------------------------
 
 
@@ -298,7 +317,9 @@ def test_every_checkpoint_damaged_starts_over_without_deleting_them(golden, tmp_
     outcome, messages = _resume(root, "train.steps=1")
     assert sum(m.startswith("warning: skipping checkpoint") for m in messages) == 3
     assert not any(m.startswith("resuming") for m in messages) and outcome.step == 1
-    assert len(list(ckpt_dir(root).glob("step-*.safetensors"))) == 4  # the damaged ones are still there to inspect
+    (archive,) = ckpt_dir(root).parent.glob(f"{EXP}.old-*")  # the damaged ones are kept aside to inspect
+    assert len(list(archive.glob("step-*.safetensors"))) == 3
+    assert [p.name for p in ckpt_dir(root).glob("step-*.safetensors")] == ["step-000000001.safetensors"]
 
 
 def test_partial_metrics_line_from_a_kill_does_not_break_resume(golden, tmp_path):
@@ -358,7 +379,7 @@ def test_restart_starts_over_and_moves_old_run_aside(golden, tmp_path):
     archives = sorted(ckpt_dir(root).parent.glob(f"{EXP}.old-*"))
     assert len(archives) == 2
     assert {p.name: p.read_bytes() for p in archives[0].iterdir()} == before  # nothing deleted or changed
-    assert [p.read_text() for p in sorted((root / "experiments" / EXP).glob("metrics.old-*.jsonl"))][0] == old_metrics
+    assert (sorted((root / "experiments" / EXP).glob("old-*"))[0] / "metrics.jsonl").read_text() == old_metrics
     fresh = load_file(ckpt_dir(root) / "step-000000002.safetensors")
     old = load_file(archives[0] / "step-000000002.safetensors")
     assert all(torch.equal(fresh[k], old[k]) for k in old)  # starting over reproduces the same step 2

@@ -97,5 +97,35 @@ def test_list_marks_invalid_files(tmp_roots):
 
 
 def test_usage_errors_exit_2():
-    result = run_cli("train")
-    assert result.returncode == 2 and "Traceback" not in result.stderr and "usage" in result.stderr
+    line = assert_one_error_line(run_cli("train"))
+    assert "required: experiment" in line and "key.sub=value" not in line and "ddpm-hpc train --help" in line
+
+
+@pytest.mark.parametrize("args,words", [
+    (("eval", "demo", "--n", "0"), ["--n", "0", ">= 2"]),
+    (("eval", "demo", "--n", "-5"), ["--n", "-5", ">= 2"]),
+    (("eval", "demo", "--n", "many"), ["--n", "'many' is not a whole number"]),
+    (("eval", "demo", "--fid-ref-images", "-1"), ["--fid-ref-images", ">= 0"]),
+    (("eval", "demo", "--fid-ref-images", "1"), ["--fid-ref-images", "0 (all) or at least 2"]),
+    (("classifier", "digits", "--steps", "0"), ["--steps", ">= 1"]),
+    (("classifier", "digits", "--seed", "-1"), ["--seed", ">= 0"]),
+    (("classifier", "digits", "--device", "gpu7"), ["--device", "gpu7"]),
+])
+def test_numeric_arguments_are_checked_before_any_work(tmp_roots, args, words):
+    """Out-of-range numbers are one line before anything runs (--n 0 was a torch.cat traceback after loading the
+    checkpoint; --steps 0 silently trained the default 600 steps)."""
+    line = assert_one_error_line(run_cli(*args, env=tmp_roots))
+    for word in words:
+        assert word in line, line
+    assert not Path(tmp_roots["DDPM_HPC_CHECKPOINTS"], "_classifiers").exists()
+
+
+def test_help_texts():
+    top = run_cli("--help").stdout
+    description = top.split("positional arguments")[0].split("\n\n", 1)[1]
+    assert "``" not in top and "cli.build_parser" not in top
+    assert description.strip().endswith(".") and "register" not in description
+    for command in ("sample", "eval", "submit-sample"):
+        text = run_cli(command, "--help").stdout
+        assert "train.steps" not in text and "sample.steps=20" in text, (command, text)
+    assert "train.steps=500" in run_cli("train", "--help").stdout

@@ -241,7 +241,7 @@ def test_names_cannot_escape_the_experiments_folder(root, name):
     (root.parent / "x.yaml").write_text(yaml.safe_dump(GOOD))  # a valid file outside experiments/
     (root.parent.parent / "x.yaml").write_text(yaml.safe_dump(GOOD))
     message = error_of(name)
-    assert "invalid experiment name" in message
+    assert "invalid experiment name" in message and "reserved" not in message
     with pytest.raises(ConfigError):
         paths.experiment_dir(name)
     with pytest.raises(ConfigError):
@@ -292,3 +292,86 @@ def test_cluster_defaults_merge_under_slurm(root):
     assert str(root / "_cluster.yaml") in message and "slurm" in message
     write(root, "_cluster", {"slurm": {"partitoin": "big"}})
     assert "'partition'" in error_of("mine")
+
+
+# --- values a range check cannot catch, unreadable files, missing folders -------------------------------------------
+
+@pytest.mark.parametrize("override", ["train.lr=.nan", "train.lr=.inf", "train.lr=-.inf", "train.lr=inf",
+                                      "train.checkpoint_minutes=.inf", "sample.eta=.nan", "slurm.mem_gb=.inf",
+                                      "slurm.additional={constraint: .nan}", "train.lr=1" + "0" * 400])
+def test_non_finite_numbers_are_refused(root, override):
+    message = error_of("good", [override])
+    assert override.split("=")[0] in message and "finite" in message, message
+
+
+@pytest.mark.parametrize("key", ["data.seed", "train.seed", "sample.seed"])
+def test_seeds_stay_in_range(root, key):
+    assert ">= 0" in error_of("good", [f"{key}=-1"])
+    assert "<= 4294967295" in error_of("good", [f"{key}=4294967296"])
+    assert "64-bit" in error_of("good", [f"{key}={2**70}"])
+    assert load_experiment("good", [f"{key}=4294967295"])
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:3"])
+def test_device_strings_accepted(root, device):
+    assert load_experiment("good", [f"train.device={device}"]).train.device == device
+
+
+@pytest.mark.parametrize("device,guess", [("tpu", None), ("gpu", "cuda"), ("cdua", "cuda"), ("CPU", "cpu"),
+                                          ("cuda0", "cuda:0"), ("cuda:x", None), ("cuda:-1", None), ("mps", None)])
+def test_device_strings_refused_with_the_choices(root, device, guess):
+    message = error_of("good", [f"train.device={device}"])
+    assert "train.device" in message and repr(device) in message and "auto, cpu, cuda or cuda:N" in message
+    assert guess is None or f"did you mean '{guess}'" in message, message
+
+
+def test_duplicate_keys_name_the_file_the_key_and_the_lines(root):
+    path = write(root, "dup", "train:\n  steps: 3\n  lr: 0.1\n  steps: 5\n")
+    message = error_of("dup")
+    assert str(path) in message and "'steps'" in message and "line 4" in message and "line 2" in message
+    write(root, "dup", "train: {steps: 3}\ntrain: {steps: 5}\n")
+    assert "'train'" in error_of("dup")
+    assert "'a'" in error_of("good", ["slurm.additional={a: 1, a: 2}"])
+    # a merge key's values may still be overridden (that is what merges are for)
+    write(root, "merged", "data: {dataset: digits}\ntrain:\n  <<: {steps: 3, lr: 0.1}\n  steps: 5\n")
+    assert load_experiment("merged").train.steps == 5
+
+
+def test_unreadable_files_are_one_line_errors(root):
+    path = root / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00train: 1\n")
+    message = error_of("binary")
+    assert str(path) in message and "UTF-8" in message
+    (root / "folder.yaml").mkdir()
+    assert available_experiments() == ["binary", "good"]  # a folder named *.yaml is not an experiment
+
+
+def test_invalid_override_yaml_is_one_line(root):
+    message = error_of("good", ["train.steps=[1"])
+    assert "'train.steps=[1'" in message and "YAML" in message
+
+
+def test_missing_cluster_defaults_file_is_an_error(root, monkeypatch, tmp_path):
+    monkeypatch.setenv("DDPM_HPC_CLUSTER_CONFIG", str(tmp_path / "nowhere.yaml"))
+    message = error_of("good")
+    assert "DDPM_HPC_CLUSTER_CONFIG" in message and "nowhere.yaml" in message
+    (tmp_path / "nowhere.yaml").write_text(yaml.safe_dump({"slurm": {"partition": "big"}}))
+    assert load_experiment("good").slurm.partition == "big"
+
+
+def test_missing_experiments_folder_is_an_error(root, monkeypatch, tmp_path, capsys):
+    from ddpm_hpc.cli import main
+
+    monkeypatch.setenv("DDPM_HPC_EXPERIMENTS", str(tmp_path / "nonexist"))
+    with pytest.raises(ConfigError, match="DDPM_HPC_EXPERIMENTS.*does not exist"):
+        available_experiments()
+    assert "does not exist" in error_of("good")
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nonexist" in err and len(err.splitlines()) == 1
+
+
+def test_reserved_names_say_why(root):
+    write(root, "_cluster", {"slurm": {"partition": "x"}})
+    message = error_of("_cluster")
+    assert "reserved" in message and "'_'" in message and "letters, digits" not in message

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import socket
+from pathlib import Path
+from urllib.error import URLError
 
 import numpy as np
 import pytest
@@ -8,8 +11,9 @@ import torch
 import torchvision.transforms.functional as TF
 from fixtures import write_cifar10, write_mnist
 
-from ddpm_hpc.data import BatchSampler, ImageDataset, load_dataset, to_model_range, to_uint8
-from ddpm_hpc.errors import ConfigError, DatasetMissing
+from ddpm_hpc.data import (BatchSampler, ImageDataset, download_dataset, load_dataset, missing_files, to_model_range,
+                           to_uint8)
+from ddpm_hpc.errors import ConfigError, DatasetMissing, UserError
 
 
 def check_layout(ds: ImageDataset, n: int) -> None:
@@ -69,6 +73,62 @@ def test_partial_cifar10_is_missing(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DatasetMissing, match="make data"):
         load_dataset("cifar10", tmp_path)
+
+
+def test_missing_files_is_the_loaders_test(tmp_path):
+    assert len(missing_files("mnist", tmp_path)) == 4 and missing_files("digits", tmp_path) == []
+    (tmp_path / "MNIST" / "raw").mkdir(parents=True)  # an empty folder is not a dataset
+    assert len(missing_files("mnist", tmp_path)) == 4
+    write_mnist(tmp_path, n_train=3, n_test=2)
+    write_cifar10(tmp_path, n_per_batch=2, n_test=2)
+    assert missing_files("mnist", tmp_path) == [] and missing_files("cifar10", tmp_path) == []
+    (tmp_path / "cifar-10-batches-py" / "test_batch").unlink()
+    assert missing_files("cifar10", tmp_path) == [] and \
+        missing_files("cifar10", tmp_path, train=False) == [tmp_path / "cifar-10-batches-py" / "test_batch"]
+
+
+@pytest.mark.parametrize("damage", [lambda data: data[:1000], lambda data: b"garbage"])
+def test_damaged_mnist_is_one_line(tmp_path, damage):
+    write_mnist(tmp_path, n_train=30, n_test=2)
+    path = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DatasetMissing, match=r"^mnist dataset is corrupted \(\w+\) in .*make data"):
+        load_dataset("mnist", tmp_path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_failed_download_removes_only_what_it_created(tmp_path, monkeypatch):
+    """No internet: one line, and no empty MNIST/raw or partial archive left to pass for a dataset; what was there
+    before stays."""
+    import torchvision.datasets as tvd
+    import torchvision.datasets.cifar as tv_cifar
+
+    monkeypatch.setattr(tvd.MNIST, "mirrors", [f"http://127.0.0.1:{free_port()}/"])  # connection refused
+    with pytest.raises(UserError, match=r"^could not download mnist into .*: is there internet here\?$"):
+        download_dataset("mnist", tmp_path / "new" / "data")
+    assert not (tmp_path / "new").exists()
+
+    def partial_download(url, download_root, filename, md5):  # an archive cut short, half extracted
+        Path(download_root, filename).write_bytes(b"\x1f\x8b half an archive")
+        Path(download_root, "cifar-10-batches-py").mkdir()
+        Path(download_root, "cifar-10-batches-py", "data_batch_1").write_bytes(b"half")
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", partial_download)
+    root = tmp_path / "data"
+    (root / "MNIST" / "raw").mkdir(parents=True)
+    (root / "MNIST" / "raw" / "mine").write_text("kept")
+    (root / "notes.txt").write_text("kept")
+    for name in ("mnist", "cifar10"):
+        with pytest.raises(UserError, match=f"could not download {name}"):
+            download_dataset(name, root)
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == ["MNIST", "MNIST/raw", "MNIST/raw/mine",
+                                                                         "notes.txt"]
 
 
 def test_unknown_dataset():

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from ddpm_hpc.data import load_dataset
-from ddpm_hpc.errors import UserError
+from ddpm_hpc.errors import DatasetMissing, UserError
 from ddpm_hpc.metrics import classifier, fid
 from ddpm_hpc.metrics.frechet import frechet_distance, gaussian_stats
 
@@ -135,6 +135,15 @@ def test_fid_weights_are_found_and_checked(tmp_path, monkeypatch):
         fid.load_inception(fake)
 
 
+def test_fetch_never_replaces_another_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded over a file"))
+    dest = tmp_path / "notes.pth"
+    dest.write_text("my notes")
+    with pytest.raises(UserError, match="move it away"):
+        fid.fetch(dest)
+    assert dest.read_text() == "my notes"
+
+
 def test_torch_fidelity_inception_wrapper(tmp_path, monkeypatch):
     """torch-fidelity's real Inception-v3 module (299 px TF resize, uint8 in, 2048 features out), with its random
     initial weights: the published weights cannot be fetched here."""
@@ -168,6 +177,27 @@ def test_classifier_scores_real_digits_high_and_noise_at_chance(digits_classifie
     assert fake["conditional_accuracy"] <= 0.25
     assert fake["classifier_fd"] > 10 * real["classifier_fd"]
     assert "NOT comparable to published FID" in real["classifier_note"]
+
+
+def test_classifier_is_not_replaced_without_force(digits_classifier, tmp_path, monkeypatch, capsys):
+    """Retraining changes the weights' SHA-256, so earlier classifier FDs would no longer compare: refused, and the
+    file kept, unless --force."""
+    from ddpm_hpc.cli import main
+
+    monkeypatch.setenv("DDPM_HPC_CHECKPOINTS", str(tmp_path))
+    target = classifier.weights_path("digits")
+    target.parent.mkdir(parents=True)
+    for f in (digits_classifier.path, digits_classifier.path.with_suffix(".json")):
+        shutil.copy(f, target.parent / f.name)
+    before = target.read_bytes()
+    assert main(["classifier", "digits", "--steps", "2", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "--force" in err and digits_classifier.sha256[:12] in err
+    assert target.read_bytes() == before
+    assert main(["classifier", "digits", "--steps", "2", "--device", "cpu", "--force"]) == 0
+    info = json.loads(target.with_suffix(".json").read_text())
+    assert info["steps"] == 2 and info["sha256"] == hashlib.sha256(target.read_bytes()).hexdigest()
+    assert info["sha256"] != digits_classifier.sha256
 
 
 def test_classifier_files_round_trip_and_are_checked(digits_classifier, tmp_path):
@@ -222,8 +252,9 @@ def test_eval_on_a_tiny_checkpoint_writes_all_fields(tmp_path, monkeypatch, digi
 
     # no FID weights: the FID is skipped with the one-line hint, everything else is there
     assert main(["eval", "tiny", "--n", "30"]) == 0
-    out = tmp_path / "exp" / "tiny" / "eval" / "step0000006-euler3-w2-seed1234-n30.json"
+    out = tmp_path / "exp" / "tiny" / "eval" / "fresh-step0000006-euler3-w2-n30-seed1234.json"
     result = json.loads(out.read_text())
+    assert result["tag"] == "step0000006-euler3-w2-n30-seed1234" and result["source"] == "checkpoint"
     assert FIELDS <= set(result), FIELDS - set(result)
     assert result["n"] == 30 and result["step"] == 6 and result["weights"] == "ema"
     assert (result["sampler"], result["steps"], result["guidance"], result["nfe_per_image"]) == ("euler", 3, 2.0, 6)
@@ -238,14 +269,33 @@ def test_eval_on_a_tiny_checkpoint_writes_all_fields(tmp_path, monkeypatch, digi
     path = ev.run_eval(load_experiment("tiny", ["sample.steps=2", "sample.guidance=1.0"]), n=20,
                        fid_weights=str(fake), log_fn=lambda *_: None)
     result = json.loads(path.read_text())
-    assert path.name == "step0000006-euler2-seed1234-n20.json"
+    assert path.name == "fresh-step0000006-euler2-n20-seed1234.json"
     assert result["fid"] >= 0 and result["fid_reference_images"] == 1797 and result["nfe_per_image"] == 2
 
-    # an explicitly named weights file that is missing is an error, not a silent skip
+    # an explicitly named weights file that is missing is an error, not a silent skip, and found before sampling
     monkeypatch.undo()
     for name, p in (("EXPERIMENTS", "exp"), ("CHECKPOINTS", "ckpt"), ("DATA", "data")):
         monkeypatch.setenv(f"DDPM_HPC_{name}", str(tmp_path / p))
+    monkeypatch.setattr(ev, "sample_images", lambda *a, **k: pytest.fail("sampled before checking what eval needs"))
     assert main(["eval", "tiny", "--n", "10", "--fid-weights", str(tmp_path / "missing.pth")]) == 2
+    # so is a training set that the reference statistics need (a checkpoint pulled to a laptop without the data)
+
+    def no_data(*_a, **_k):
+        raise DatasetMissing("digits: not on disk")
+
+    monkeypatch.setattr(ev.classifier, "reference_stats", no_data)
+    assert main(["eval", "tiny", "--n", "10"]) == 2
+
+    # the same evaluation again is refused (before sampling) unless --force: the file is never silently replaced
+    before = out.read_bytes()
+    assert main(["eval", "tiny", "--n", "30"]) == 2
+    assert out.read_bytes() == before
+    monkeypatch.undo()
+    for name, p in (("EXPERIMENTS", "exp"), ("CHECKPOINTS", "ckpt"), ("DATA", "data")):
+        monkeypatch.setenv(f"DDPM_HPC_{name}", str(tmp_path / p))
+    out.write_text('{"old": true}')
+    assert main(["eval", "tiny", "--n", "30", "--force"]) == 0
+    assert FIELDS <= set(json.loads(out.read_text()))
 
 
 def test_eval_reads_existing_sample_files(tmp_path, monkeypatch, digits_classifier):
@@ -266,6 +316,22 @@ def test_eval_reads_existing_sample_files(tmp_path, monkeypatch, digits_classifi
                   Sampled(digits.images[:40], digits.labels[:40], [], 38, 0.0), info, nrow=10)
     exp = build_experiment("real", {"data": {"dataset": "digits"},
                                     "model": {"arch": "unet", "conditioning": "embedding"}}, "test")
-    result = json.loads(run_eval(exp, samples="step0000100-heun10-w2-seed1", log_fn=lambda *_: None).read_text())
+    path = run_eval(exp, samples="step0000100-heun10-w2-seed1", log_fn=lambda *_: None)
+    result = json.loads(path.read_text())
+    assert path.name == "samples-step0000100-heun10-w2-seed1.json" and result["tag"] == "step0000100-heun10-w2-seed1"
     assert result["source"] == "samples" and result["n"] == 40 and result["nfe_per_image"] == 38
     assert result["conditional_accuracy"] >= 0.95 and result["sampler"] == "heun"
+    samples = tmp_path / "exp" / "real" / "samples" / "step0000100-heun10-w2-seed1.safetensors"
+    assert result["samples_sha256"] == hashlib.sha256(samples.read_bytes()).hexdigest()
+    assert result["classifier"]["sha256"] == digits_classifier.sha256  # which classifier the FD belongs to
+    # the first 20 of them are another evaluation, in another file
+    path = run_eval(exp, n=20, samples="step0000100-heun10-w2-seed1", log_fn=lambda *_: None)
+    assert path.name == "samples-step0000100-heun10-w2-seed1-first20.json" and json.loads(path.read_text())["n"] == 20
+    # files that are not sample grids are one-line errors
+    (tmp_path / "notes.safetensors").write_text("not safetensors")
+    with pytest.raises(UserError, match="not a safetensors file"):
+        run_eval(exp, samples=str(tmp_path / "notes.safetensors"), log_fn=lambda *_: None)
+    write_samples(tmp_path / "exp" / "real" / "samples", "one", Sampled(digits.images[:1], None, [], 1, 0.0), {},
+                  nrow=1)
+    with pytest.raises(UserError, match="N >= 2"):
+        run_eval(exp, samples="one", log_fn=lambda *_: None)

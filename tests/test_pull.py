@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -138,8 +139,6 @@ def test_env_file_and_errors(remote, local, tmp_path):
     assert out.returncode != 0 and "usage: make pull EXP=<name>|all" in out.stderr
     out = pull(local, str(remote), "EXP=../etc")
     assert out.returncode != 0 and "invalid experiment name" in out.stderr
-    out = pull(local, str(remote), "EXP=missing")
-    assert out.returncode != 0 and "rsync of experiments/missing" in out.stderr
 
     bin_dir = tmp_path / "bin"  # a PATH without rsync
     bin_dir.mkdir()
@@ -150,6 +149,32 @@ def test_env_file_and_errors(remote, local, tmp_path):
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode != 0 and out.stderr.strip() == \
         "pull: error: rsync is not installed here (apt-get install rsync, brew install rsync, ...)"
+
+
+def errors(out: subprocess.CompletedProcess) -> list[str]:
+    """stderr without make's own closing line."""
+    return [ln for ln in out.stderr.splitlines() if not re.match(r"make(\[\d+\])?: \*\*\*", ln)]
+
+
+def test_missing_remote_folders(remote, local):
+    """A wrong name or REMOTE is one line and creates no local folder (which the report would list as an
+    experiment); a remote without checkpoints is a note, not a failure."""
+    out = pull(local, str(remote), "EXP=nosuch")
+    assert out.returncode == 2 and errors(out) == [
+        f"pull: error: no experiment 'nosuch' on the remote ({remote}/experiments/nosuch/ does not exist)"]
+    out = pull(local, str(remote / "wrong"), "EXP=all")
+    assert out.returncode == 2 and errors(out) == [
+        f"pull: error: no {remote}/wrong/experiments/ on the remote: is REMOTE (or REMOTE_EXPERIMENTS) right?"]
+    out = pull(local, "localhost:/nowhere", "EXP=a", env={"RSYNC_SSH": f"ssh -p {free_port()} -o BatchMode=yes"})
+    assert out.returncode == 2 and len(errors(out)) == 1, out.stderr
+    assert errors(out)[0].startswith("pull: error: cannot read localhost:/nowhere/experiments/a/: ssh: ")
+    assert not local.exists()
+
+    shutil.rmtree(remote / "checkpoints")
+    out = pull(local, str(remote), "EXP=a", "CKPT=1")
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    assert f"no checkpoints on the remote yet ({remote}/checkpoints/a/ does not exist)" in out.stdout
+    assert (local / "experiments" / "a" / "metrics.jsonl").is_file() and not (local / "checkpoints").exists()
 
 
 def free_port() -> int:

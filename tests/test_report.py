@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -32,8 +33,8 @@ TINY = {
               "checkpoint_every": 10, "checkpoint_minutes": 0, "device": "cpu"},
     "sample": {"sampler": "euler", "steps": 4, "per_class": 2, "every": 15},
 }
-EULER = "step0000030-euler4-seed1234"
-HEUN = "step0000030-heun3-w2-seed1234"
+EULER = "step0000030-euler4-n20-seed1234"
+HEUN = "step0000030-heun3-w2-n20-seed1234"
 
 
 def experiment(**sample):
@@ -98,7 +99,7 @@ def test_hooks_render_pages_with_relative_images(run):
     assert not re.search(r"(src|href)=\"(https?:)?//", text), "no network links"
     srcs = {unquote(urlsplit(s).path) for s in parsed.srcs}
     assert {"loss.png", "forward_process.png", f"samples/{EULER}.png", f"samples/{HEUN}.png",
-            f"samples/{EULER}-trajectory.png", "samples/preview-step0000015-euler20-seed1234.png"} <= srcs
+            f"samples/{EULER}-trajectory.png", "samples/preview-step0000015-euler20-n20-seed1234.png"} <= srcs
     for url in parsed.srcs + [h for h in parsed.links if not h.endswith("/")]:
         assert local_target(page, url).is_file(), url
     # grids by step, the newest step first; the metadata comes from <tag>.json
@@ -177,8 +178,50 @@ def test_rendered_after_pull_without_checkpoints(run, tmp_path, monkeypatch):
     monkeypatch.setenv("DDPM_HPC_CHECKPOINTS", str(tmp_path / "none"))
     text = report.render_experiment("tiny").read_text()
     assert "step-000000030.safetensors" in text and "not on this machine" in text and "CKPT=1" in text
+    snapshot = root / "experiments" / "tiny" / "report.json"
+    seen = json.loads(snapshot.read_text())["checkpoint"]["as_of"]  # when the cluster's page was rendered
+    snapshot.write_text(json.dumps({**json.loads(snapshot.read_text()), "rendered": "a later laptop render"}))
+    report.render_experiment("tiny")
+    assert json.loads(snapshot.read_text())["checkpoint"]["as_of"] == seen
     monkeypatch.undo()
     assert "not on this machine" not in report.render_experiment("tiny").read_text()
+
+
+def test_checkpoints_here_without_latest_json(run):
+    """latest.json lost: the page names the newest step file on disk, not 'not on this machine'."""
+    root, _ = run
+    pointer = root / "checkpoints" / "tiny" / "latest.json"
+    saved = pointer.read_bytes()
+    pointer.unlink()
+    try:
+        text = report.render_experiment("tiny").read_text()
+        assert "step 30 — " in text and "step-000000030.safetensors" in text and "not on this machine" not in text
+    finally:
+        pointer.write_bytes(saved)
+
+
+def test_report_does_not_import_torch(run):
+    """Pages are rendered from plain files (also by make pull on a laptop): torch is not needed, nor loaded."""
+    root, _ = run
+    code = ("import sys; from ddpm_hpc import report; report.render('all'); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    env = {**os.environ, "DDPM_HPC_EXPERIMENTS": str(root / "experiments"),
+           "DDPM_HPC_CHECKPOINTS": str(root / "checkpoints")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_failed_write_leaves_no_temporary_file(run, monkeypatch):
+    root, _ = run
+
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    messages = []
+    assert report.refresh("tiny", messages.append) is None and "No space left" in messages[0]
+    leftovers = [p.name for p in (root / "experiments").rglob("*.tmp-*")]
+    assert not leftovers
 
 
 def test_refresh_never_raises(run, monkeypatch):

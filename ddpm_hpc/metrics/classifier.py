@@ -2,7 +2,8 @@
 
 ``ddpm-hpc classifier <dataset>`` trains it and writes ``checkpoints/_classifiers/<dataset>.safetensors`` (tensors
 only, nothing pickled) and ``<dataset>.json`` (architecture, training settings, held-out accuracy and the SHA-256 of
-the weights file, checked on every load). It gives two numbers for generated images:
+the weights file, checked on every load); an existing classifier is replaced only with ``--force``, since eval results
+record its SHA-256. It gives two numbers for generated images:
 
 - **conditional accuracy**: the fraction of samples drawn for class k that the classifier calls k;
 - **classifier FD**: the Fréchet distance between Gaussians fitted to its penultimate (128-d) features of the samples
@@ -131,10 +132,16 @@ def accuracy(model: SmallCNN, images_uint8: torch.Tensor, labels: torch.Tensor) 
 def train_classifier(dataset: str, steps: int | None = None, batch_size: int = 64, width: int | None = None,
                      depth: int | None = None, lr: float = 2e-3,
                      seed: int = 0, device: str | torch.device = "cpu", root=None, log_fn=log,
-                     out: Path | None = None) -> Classifier:
-    """Train on the dataset's training split (digits: all but a held-out 20 %), measure held-out accuracy, save."""
+                     out: Path | None = None, force: bool = False) -> Classifier:
+    """Train on the dataset's training split (digits: all but a held-out 20 %), measure held-out accuracy, save.
+    An existing classifier is replaced only with ``force``: classifier FDs of different weights do not compare."""
+    out = out or weights_path(dataset)
+    if out.exists() and not force:
+        digest = hashlib.sha256(out.read_bytes()).hexdigest()
+        raise UserError(f"{out} exists (SHA-256 {digest[:12]}): classifier FDs of a retrained classifier would not "
+                        f"compare with those computed with it; pass --force to replace it")
     d_steps, d_width, d_depth = DEFAULTS[dataset]
-    steps, width, depth = steps or d_steps, width or d_width, depth or d_depth
+    steps, width, depth = d_steps if steps is None else steps, width or d_width, depth or d_depth
     device = torch.device(device)
     torch.manual_seed(seed)
     xtr, ytr, xte, yte = _split(dataset, seed, root)
@@ -163,7 +170,7 @@ def train_classifier(dataset: str, steps: int | None = None, batch_size: int = 6
             "heldout": "20% of digits, fixed by seed" if dataset == "digits" else "test split",
             "heldout_images": len(yte), "heldout_accuracy": round(acc, 5), "seconds": round(time.monotonic() - t0, 1),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    return save_classifier(model, info, out or weights_path(dataset))
+    return save_classifier(model, info, out)
 
 
 def save_classifier(model: SmallCNN, info: dict, path: Path) -> Classifier:
@@ -184,15 +191,18 @@ def load_classifier(dataset: str, device: str | torch.device = "cpu", path: Path
     """Read the weights, check their SHA-256 against the JSON written with them, rebuild the network."""
     path = Path(path) if path else weights_path(dataset)
     meta_path = path.with_suffix(".json")
-    if not path.is_file() or not meta_path.is_file():
+    if not path.is_file():
         raise UserError(f"no classifier for {dataset} in {path.parent}: train it once with "
                         f"`ddpm-hpc classifier {dataset}`")
+    if not meta_path.is_file():
+        raise UserError(f"classifier {path} has no {meta_path.name} to check it against: retrain it with "
+                        f"`ddpm-hpc classifier {dataset} --force`")
     info = json.loads(meta_path.read_text())
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != info.get("sha256") or info.get("arch") != ARCH:
         raise UserError(f"classifier {path} does not match {meta_path.name} (SHA-256 or architecture): retrain it "
-                        f"with `ddpm-hpc classifier {dataset}`")
+                        f"with `ddpm-hpc classifier {dataset} --force`")
     model = SmallCNN(info["num_classes"], info["width"], info["depth"])
     model.load_state_dict(load_bytes(data))
     return Classifier(model.to(device).eval(), info, digest, path)

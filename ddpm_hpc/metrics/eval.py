@@ -1,19 +1,29 @@
 """The eval job: N samples of an experiment (fresh from a checkpoint, or an existing ``samples/<tag>.safetensors``),
 scored by the toolkit's classifier (conditional accuracy, classifier FD) and by FID when the Inception weights file
-is present, written to ``experiments/<exp>/eval/<tag>.json`` with N, sampler, steps, NFE, guidance and checkpoint.
+is present, written to ``experiments/<exp>/eval/`` with N, sampler, steps, NFE, guidance and checkpoint:
 
-Sampler settings come from the experiment's ``sample`` section and ``sample.*`` overrides, exactly as for ``sample``
-(``ddpm-hpc eval mnist_best sample.sampler=euler sample.steps=20``); the noise from ``sample.seed``.
+- ``fresh-<tag>.json`` for images drawn by the eval itself, ``<tag>`` as for sample grids
+  (``fresh-step0001500-heun10-w2-n1000-seed1234.json``);
+- ``samples-<stem>.json`` for the images of ``samples/<stem>.safetensors`` (``samples-<stem>-first<k>.json`` when
+  ``--n`` takes only the first k of them).
+
+An existing eval file is never replaced without ``--force``. Sampler settings come from the experiment's ``sample``
+section and ``sample.*`` overrides, exactly as for ``sample`` (``ddpm-hpc eval mnist_best sample.sampler=euler
+sample.steps=20``), checked against the checkpoint's training config; the noise comes from ``sample.seed``.
+Everything that can fail cheaply (the checkpoint and sampler, the output name, the FID weights) is checked before
+sampling.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
 
 from .. import paths
 from ..checkpoint import atomic_write
@@ -21,27 +31,30 @@ from ..config import Experiment
 from ..distributed import DistContext
 from ..errors import UserError
 from ..logging_utils import log
-from ..sampling import NUM_CLASSES, find_checkpoint, load_model, sample_images, sample_tag
+from ..sampling import NUM_CLASSES, Loaded, load_for_sampling, sample_images, sample_tag
 from ..trainer import resolve_device
 from . import classifier, fid
 
 
-def _from_checkpoint(exp: Experiment, n: int, device, log_fn) -> tuple[torch.Tensor, torch.Tensor | None, dict, str]:
-    ckpt = find_checkpoint(exp.name, exp.sample.checkpoint)
-    trained, model, weights = load_model(ckpt, device)
-    conditional = trained.model.conditioning != "none"
-    k = NUM_CLASSES[trained.data.dataset]
-    labels = torch.arange(n, device=device) % k if conditional else None  # balanced classes
-    log_fn(f"eval {exp.name}: sampling {n} images from step {ckpt.step} ({weights} weights) with "
+def _plan_fresh(run: Loaded, n: int) -> tuple[dict, str]:
+    """What drawing n images from ``run`` will be (its provenance) and the eval file's stem."""
+    exp, ckpt = run.exp, run.ckpt
+    tag = sample_tag(ckpt.step, exp, exp.model.conditioning != "none", n)
+    info = {"tag": tag, "source": "checkpoint", "checkpoint": str(ckpt.path), "checkpoint_sha256": ckpt.sha256,
+            "step": ckpt.step, "weights": run.weights, "dataset": exp.data.dataset, "sampler": exp.sample.sampler,
+            "steps": exp.sample_steps, "eta": exp.sample.eta, "guidance": exp.sample.guidance, "seed": exp.sample.seed}
+    return info, f"fresh-{tag}"
+
+
+def _draw(run: Loaded, n: int, device, log_fn) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    exp = run.exp
+    conditional = exp.model.conditioning != "none"
+    labels = torch.arange(n, device=device) % NUM_CLASSES[exp.data.dataset] if conditional else None  # balanced
+    log_fn(f"eval {exp.name}: sampling {n} images from step {run.ckpt.step} ({run.weights} weights) with "
            f"{exp.sample.sampler}, {exp.sample_steps} steps" + (f", guidance {exp.sample.guidance:g}" if conditional
                                                                  else "") + f" on {device}")
-    result = sample_images(trained, model, exp, device, labels, n)
-    info = {"source": "checkpoint", "checkpoint": str(ckpt.path), "checkpoint_sha256": ckpt.sha256,
-            "step": ckpt.step, "weights": weights, "dataset": trained.data.dataset, "sampler": exp.sample.sampler,
-            "steps": exp.sample_steps, "eta": exp.sample.eta,
-            "guidance": exp.sample.guidance if conditional else 1.0, "nfe_per_image": result.nfe,
-            "seed": exp.sample.seed, "sampling_seconds": round(result.seconds, 2)}
-    return result.images, result.labels, info, f"{sample_tag(ckpt.step, exp, conditional)}-n{n}"
+    result = sample_images(exp, run.model, exp, device, labels, n)
+    return result.images, result.labels, {"nfe_per_image": result.nfe, "sampling_seconds": round(result.seconds, 2)}
 
 
 def _from_file(exp: Experiment, samples: str, n: int) -> tuple[torch.Tensor, torch.Tensor | None, dict, str]:
@@ -51,53 +64,83 @@ def _from_file(exp: Experiment, samples: str, n: int) -> tuple[torch.Tensor, tor
                                                               else f"{samples}.safetensors")
     if not path.is_file():
         raise UserError(f"--samples {samples}: no such file (nor {path})")
-    tensors = load_file(path)
-    images, labels = tensors["images"], tensors.get("labels")
-    if n and n < len(images):
+    data = path.read_bytes()
+    try:
+        tensors = load_bytes(data)
+    except SafetensorError as exc:
+        raise UserError(f"--samples {path}: not a safetensors file ({exc})") from None
+    images, labels = tensors.get("images"), tensors.get("labels")
+    if images is None or images.dtype != torch.uint8 or tuple(images.shape[1:]) != (3, 32, 32) or len(images) < 2 \
+            or (labels is not None and labels.shape != images.shape[:1]):
+        raise UserError(f"--samples {path}: expected 'images' (uint8, N x 3 x 32 x 32, N >= 2) and optionally "
+                        f"N 'labels', as `ddpm-hpc sample` writes them")
+    stem = f"samples-{path.stem}"
+    if n < len(images):
         images, labels = images[:n], labels[:n] if labels is not None else None
-    made = path.with_suffix(".json")
-    recorded = json.loads(made.read_text()) if made.is_file() else {}
-    info = {"source": "samples", "samples": str(path), "dataset": exp.data.dataset}
+        stem += f"-first{n}"
+    try:
+        recorded = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        recorded = {}  # samples without their provenance file: scored all the same
+    info = {"tag": path.stem, "source": "samples", "samples": str(path),
+            "samples_sha256": hashlib.sha256(data).hexdigest(), "dataset": exp.data.dataset}
     for key in ("checkpoint", "checkpoint_sha256", "step", "weights", "sampler", "steps", "eta", "guidance",
                 "nfe_per_image", "seed"):
         info[key] = recorded.get(key)
-    return images, labels, info, f"{path.stem}-n{len(images)}"
+    return images, labels, info, stem
+
+
+def _fid_network(fid_weights: str | None, device, log_fn) -> tuple[fid.FeatureNet | None, str | None]:
+    """The Inception network, or (None, why FID is skipped) when no weights file is there and none was named."""
+    path = fid.weights_path(fid_weights)
+    if not path.is_file() and not fid_weights:
+        message = f"FID skipped: no Inception-v3 weights at {path}: {fid.HOW_TO_GET}"
+        log_fn(message)
+        return None, message
+    return fid.load_inception(path, device), None
+
+
+def _classifier(dataset: str, device, log_fn) -> classifier.Classifier:
+    if classifier.weights_path(dataset).exists():
+        return classifier.load_classifier(dataset, device)  # a damaged one is an error, never silently replaced
+    log_fn(f"no classifier for {dataset} yet: training it once (ddpm-hpc classifier {dataset})")
+    clf = classifier.train_classifier(dataset, device=device, log_fn=log_fn)
+    clf.model.to(device)
+    return clf
 
 
 def run_eval(exp: Experiment, n: int = 1000, fid_weights: str | None = None, samples: str | None = None,
-             fid_ref_images: int = 0, log_fn=log) -> Path:
-    """Sample (or read) N images, score them, write ``experiments/<exp>/eval/<tag>.json``; returns its path."""
+             fid_ref_images: int = 0, force: bool = False, log_fn=log) -> Path:
+    """Sample (or read) N images, score them, write ``experiments/<exp>/eval/<name>.json``; returns its path."""
     t0 = time.monotonic()
     device = resolve_device(exp.train.device, DistContext())
+    run = None
     if samples:
-        images, labels, info, tag = _from_file(exp, samples, n)
+        images, labels, info, stem = _from_file(exp, samples, n)
     else:
-        images, labels, info, tag = _from_checkpoint(exp, n, device, log_fn)
+        run = load_for_sampling(exp, device)
+        info, stem = _plan_fresh(run, n)
+    out = paths.experiment_dir(exp.name) / "eval" / f"{stem}.json"
+    if out.exists() and not force:
+        raise UserError(f"{out} exists (made by an earlier eval); pass --force to replace it, or move it away")
+    net, fid_skipped = _fid_network(fid_weights, device, log_fn)
     dataset = info["dataset"]
-    result = {"experiment": exp.name, "tag": tag, "n": len(images), **info}
-
-    try:
-        clf = classifier.load_classifier(dataset, device)
-    except UserError:
-        log_fn(f"no classifier for {dataset} yet: training it once (ddpm-hpc classifier {dataset})")
-        clf = classifier.train_classifier(dataset, device=device, log_fn=log_fn)
-        clf.model.to(device)
+    clf = _classifier(dataset, device, log_fn)
+    classifier.reference_stats(clf, dataset)  # cached; here so that a missing dataset fails before the sampling
+    if net is not None:
+        fid.reference_stats(net, dataset, fid_ref_images)
+    if run is not None:
+        images, labels, drawn = _draw(run, n, device, log_fn)
+        info.update(drawn)
+    result = {"experiment": exp.name, "n": len(images), **info}
     result.update(classifier.score(clf, images, labels, dataset))
-
-    path = fid.weights_path(fid_weights)
-    result.update({"fid": None, "fid_reference_images": None})
-    if not path.is_file() and not fid_weights:  # not asked for explicitly: skip FID with a one-line message
-        message = f"FID skipped: no Inception-v3 weights at {path}: {fid.HOW_TO_GET}"
-        log_fn(message)
-        result["fid_note"] = message
-    else:
-        net = fid.load_inception(path, device)
+    result.update({"fid": None, "fid_reference_images": None, "fid_note": fid_skipped})
+    if net is not None:
         log_fn(f"computing FID of {len(images)} images against the {dataset} training split on {device}")
         result.update(fid.fid(net, images, dataset, fid_ref_images))
 
     result.update({"eval_seconds": round(time.monotonic() - t0, 1), "device": str(device),
                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    out = paths.experiment_dir(exp.name) / "eval" / f"{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, (json.dumps(result, indent=1) + "\n").encode())
     acc = result["conditional_accuracy"]

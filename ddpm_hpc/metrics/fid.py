@@ -145,6 +145,8 @@ def fetch(dest: Path | None = None) -> Path:
     if dest.is_file() and sha256_file(dest) == WEIGHTS_SHA256:
         print(f"{dest}: already there, SHA-256 OK")
         return dest
+    if dest.exists():
+        raise UserError(f"{dest} exists and is not the Inception-v3 weights file: move it away first")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.part")
     try:

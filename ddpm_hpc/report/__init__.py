@@ -14,12 +14,12 @@ The state is gathered in ``experiment_state``, turned into HTML in ``html``; the
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from pathlib import Path
 
 from .. import paths
+from ..checkpoint import atomic_write
 from .experiment_state import SNAPSHOT, collect, experiment_names, format_time
 from .html import PAGE, experiment_html, index_html, index_row
 
@@ -28,11 +28,9 @@ __all__ = ["PAGE", "SNAPSHOT", "collect", "experiment_html", "experiment_names",
 
 
 def _write(path: Path, text: str) -> None:
-    """Atomic replace, so a browser (or rsync) never sees half a page."""
+    """Atomic replace, so a browser (or rsync) never sees half a page, and no temporary file is left on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text.encode("utf-8"))
 
 
 def render_experiment(name: str) -> Path:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from .. import paths
+from ..checkpoint import newest_file, recorded_hashes, step_of
 
 SNAPSHOT = "report.json"
 SACCT_TIMEOUT_S = 5
@@ -130,11 +131,13 @@ def _jobs(name: str, previous: dict, live_states: bool = True) -> list[dict]:
 
 
 def _checkpoint(name: str, previous: dict) -> dict | None:
-    pointer = _read_json(paths.checkpoint_dir(name) / "latest.json")
-    if isinstance(pointer, dict) and pointer.get("file"):
-        path = paths.checkpoint_dir(name) / pointer["file"]
-        info = {"file": pointer["file"], "step": pointer.get("step"), "sha256": pointer.get("sha256"),
-                "folder": str(paths.checkpoint_dir(name)), "present": path.is_file()}
+    """The newest checkpoint file here; else, as not on this machine, the one the last snapshot saw (a page pulled
+    without CKPT=1)."""
+    folder = paths.checkpoint_dir(name)
+    path = newest_file(folder)
+    if path is not None:
+        info = {"file": path.name, "step": step_of(path), "sha256": recorded_hashes(folder).get(path.name),
+                "folder": str(folder), "present": True}
         try:
             info["bytes"] = path.stat().st_size
             info["written"] = format_time(path.stat().st_mtime)
@@ -143,7 +146,7 @@ def _checkpoint(name: str, previous: dict) -> dict | None:
         return info
     old = previous.get("checkpoint")
     if isinstance(old, dict):
-        return {**old, "present": False, "as_of": previous.get("rendered")}
+        return {**old, "present": False, "as_of": old.get("as_of") or previous.get("rendered")}  # when last seen
     return None
 
 

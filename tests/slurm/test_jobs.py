@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -412,7 +413,8 @@ def test_scontrol_requeue_resumes_from_the_checkpoint_on_disk(slurm_cluster, lab
 def test_failed_job_shows_reason_and_sampling_never_runs(slurm_cluster, lab):
     lab.write_experiment("broken", TINY.replace("dataset: digits,", "dataset: mnist, root: /nonexistent/ddpm-data,"))
     proc = lab.make("submit", "broken")
-    assert "does not exist here" in proc.stderr  # a warning only: the compute nodes might see other paths
+    # a warning only: the compute nodes might see other paths
+    assert "warning: no mnist dataset in /nonexistent/ddpm-data/MNIST/raw here" in proc.stderr
     train_id, sample_id = (j["job_id"] for j in lab.jobs("broken"))
     assert wait_final(slurm_cluster, train_id) == "FAILED"
     assert wait_final(slurm_cluster, sample_id) == "CANCELLED"
@@ -425,6 +427,16 @@ def test_failed_job_shows_reason_and_sampling_never_runs(slurm_cluster, lab):
     assert not (lab.exps / "broken" / "logs" / f"{sample_id}_0_log.out").exists()
     assert lab.events("broken", "sample") == []
     assert not (lab.exps / "broken" / "samples").exists()
+
+
+@pytest.mark.slurm
+def test_refused_submission_is_one_line_and_leaves_nothing(slurm_cluster, lab):
+    lab.write_experiment("refused")
+    proc = lab.make("submit", "refused", "slurm.partition=nosuch", check=False)
+    errors = [ln for ln in proc.stderr.splitlines() if not re.match(r"make(\[\d+\])?: \*\*\*", ln)]  # make's own
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr
+    assert errors[0].startswith("error: sbatch refused the training job: sbatch: error: ") and "nosuch" in errors[0]
+    assert not (lab.exps / "refused").exists()  # no snapshot, no submitit pickles, no empty folders
 
 
 @pytest.mark.slurm
