@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
 
 import pytest
 import torch
 from _train_helpers import TINY, roots
 from fixtures import write_mnist
+from test_distributed import final_tensors
 from test_fast_paths import assert_close_weights, make_run, train
 
 from ddpm_hpc.config import ModelConfig, build_experiment
@@ -35,13 +35,6 @@ def experiment(device: str = DEVICE, sample: dict | None = None):
     return build_experiment("gpu", raw, "test_gpu")
 
 
-def final_tensors(root: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    folder = root / "checkpoints" / "gpu"
-    return load_file(folder / json.loads((folder / "latest.json").read_text())["file"])
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("mnist")
@@ -56,7 +49,7 @@ def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
     root = tmp_path_factory.mktemp("uninterrupted")
     with roots(root):
         assert train_experiment(experiment(), log_fn=lambda *_: None).step == STEPS
-    return final_tensors(root)
+    return final_tensors(root, "gpu")
 
 
 def test_an_interrupted_gpu_run_resumes_where_it_stopped(tmp_path, uninterrupted):
@@ -70,7 +63,7 @@ def test_an_interrupted_gpu_run_resumes_where_it_stopped(tmp_path, uninterrupted
         first = train_experiment(experiment(), log_fn=lambda *_: None, after_step=stop_once)
         assert (first.status, first.step) == ("interrupted", STOP_AT)
         assert train_experiment(experiment(), log_fn=lambda *_: None).step == STEPS
-    resumed = final_tensors(tmp_path)
+    resumed = final_tensors(tmp_path, "gpu")
     assert resumed.keys() == uninterrupted.keys()
     for key in uninterrupted:
         if key.startswith("rng."):  # the process RNG states differ by design (a new process)
