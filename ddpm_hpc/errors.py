@@ -17,3 +17,9 @@ class DatasetMissing(UserError):
 
 class CheckpointMismatch(UserError):
     """A checkpoint belongs to a different experiment configuration."""
+
+
+class TrainingDiverged(UserError):
+    """The loss or the weights stopped being finite: training stops without saving the broken state."""
+
+    exit_code = 4

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import time
@@ -25,7 +26,7 @@ from .config import Experiment, check_device, experiment_from_json
 from .data import BatchSampler, load_dataset, to_model_range
 from .distributed import DistContext, sync_batchnorm
 from .ema import EMA
-from .errors import CheckpointMismatch, UserError
+from .errors import CheckpointMismatch, TrainingDiverged, UserError
 from .logging_utils import Progress, format_seconds, log
 from .models import build_model
 from .objectives import Share, drop_labels, make_objective
@@ -380,6 +381,24 @@ def _seed_first_loss(run: Run, loss: torch.Tensor) -> None:
         run.loss_smooth = loss.float().clone()
 
 
+def non_finite_state(run: Run) -> str | None:
+    """What is not finite in the state about to be saved (None: all is well). The smoothed loss keeps any NaN or
+    infinity since this process started, so with the weights it catches one between log lines; one sync per save."""
+    if not torch.isfinite(run.loss_smooth).all():
+        return f"the smoothed loss is {run.loss_smooth.item()}"
+    bad = [name for name, p in run.model.named_parameters() if not torch.isfinite(p).all()]
+    return f"{len(bad)} weight tensors hold NaN or infinity ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})" \
+        if bad else None
+
+
+def diverged(run: Run, problem: str) -> TrainingDiverged:
+    """The error that stops a diverged run: what broke, and that the last good checkpoint is kept."""
+    last = checkpoint.newest_file(paths.checkpoint_dir(run.exp.name))
+    kept = f"the last checkpoint ({last.name}) is kept" if last else "no checkpoint was saved"
+    return TrainingDiverged(f"training {run.exp.name} diverged at step {run.step}: {problem}; nothing saved, {kept}. "
+                            f"Lower train.lr, set train.grad_clip, or use train.precision=fp32, then run again")
+
+
 def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[str], None] = log,
           on_checkpoint: Callable[[Run, Path], None] | None = None,
           every_steps: Callable[[Run], None] | None = None,
@@ -439,6 +458,8 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
                 now = time.monotonic()
                 mean = (loss_sum / (step - run.log_window_start)).item()  # the only host sync: once per log line
                 smooth = run.loss_smooth.item()
+                if not (math.isfinite(mean) and math.isfinite(smooth)):
+                    raise diverged(run, f"the loss is {mean} (mean of steps {run.log_window_start + 1}-{step})")
                 rate = (step - window_first_step) * exp.data.batch_size / max(now - window_start, 1e-9)
                 record = {"step": step, "loss": mean, "loss_smooth": smooth, "img_per_s": rate,
                           "wall_seconds": run.wall_seconds + now - t_start}
@@ -461,6 +482,8 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
                 # The saved losses are global: the mean over ranks of each rank's sums (both are linear in the losses,
                 # so averaging at any step is exact), so a run resumed with another world size continues them.
                 ctx.mean_([loss_sum, run.loss_smooth])
+                if problem := non_finite_state(run):  # every rank sees the same state, so all stop together
+                    raise diverged(run, problem)
                 run.wall_seconds += time.monotonic() - t_start
                 t_start = time.monotonic()
                 if ctx.is_main:

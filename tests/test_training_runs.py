@@ -201,3 +201,53 @@ def test_terminal_shows_the_bar_and_the_loss_lines(run_root, monkeypatch, capsys
     assert [ln.split()[:2] for ln in logged] == [["step", "2/4"], ["step", "4/4"]], out
     assert all(ln.endswith("img/s") for ln in logged), out
     assert logging_utils.Progress.drawn is None
+
+
+# -- divergence ---------------------------------------------------------------------------------------------------------
+
+DIVERGING = {**TINY, "train": {**TINY["train"], "steps": 6, "log_every": 4, "checkpoint_every": 2}}
+
+
+def poison_at(step: int):
+    """An after_step hook that puts a NaN into one weight at ``step``: what an exploding update does."""
+    def hook(run):
+        if run.step == step:
+            with torch.no_grad():
+                next(run.model.parameters()).view(-1)[0] = float("nan")
+    return hook
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    write_experiment(tmp_path, config=DIVERGING)
+    with pytest.raises(trainer.TrainingDiverged, match=r"diverged at step 4: the loss is nan \(mean of steps 1-4\); "
+                       r"nothing saved, the last checkpoint \(step-000000002.safetensors\) is kept"):
+        _train(tmp_path, after_step=poison_at(3))
+    assert sorted(p.name for p in ckpt_dir(tmp_path).glob("step-*")) == ["step-000000002.safetensors"]
+    assert not (tmp_path / "experiments" / EXP / "metrics.jsonl").exists()  # the step-4 line (NaN) was never written
+    # a lower learning rate is not part of the checkpoint's identity: the run goes on from step 2
+    outcome, messages = _train(tmp_path, "train.lr=0.0005")
+    assert outcome.step == 6 and any("resuming" in m and "step 2/6" in m for m in messages)
+
+
+def test_nan_weights_are_never_saved_even_between_log_lines(tmp_path):
+    write_experiment(tmp_path, config=DIVERGING)
+    with pytest.raises(trainer.TrainingDiverged, match=r"diverged at step 2: 1 weight tensors hold NaN or infinity "
+                       r"\(down.0.0.weight\); nothing saved, no checkpoint was saved"):
+        _train(tmp_path, after_step=poison_at(2))
+    assert list(ckpt_dir(tmp_path).glob("step-*")) == []
+
+
+def test_a_diverged_run_is_one_line_and_exit_code_4(tmp_path, monkeypatch, capsys):
+    write_experiment(tmp_path, config=DIVERGING)
+    original = trainer.Run.train_step
+
+    def exploding_step(run):
+        loss = original(run)
+        poison_at(3)(run)
+        return loss
+
+    monkeypatch.setattr(trainer.Run, "train_step", exploding_step)
+    with roots(tmp_path):
+        assert main(["train", EXP]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: training {EXP} diverged at step 4")
