@@ -80,7 +80,11 @@ def cmd_report(args) -> int:
 def cmd_data(args) -> int:
     from .data import DATASETS, download_dataset
 
-    for name in args.datasets or [d for d in DATASETS if d != "digits"]:
+    downloadable = [d for d in DATASETS if d != "digits"]  # digits ships inside scikit-learn
+    unknown = [name for name in args.datasets if name not in downloadable]
+    if unknown:
+        raise UserError(f"ddpm-hpc data: unknown dataset '{unknown[0]}'; choose from {', '.join(downloadable)}")
+    for name in args.datasets or downloadable:
         print(f"{name}: ready in {download_dataset(name)}")
     return 0
 
@@ -133,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_experiment(sub.add_parser("sample", help="sample the latest checkpoint and write grids")) \
         .set_defaults(func=cmd_sample)
     p = sub.add_parser("data", help="download datasets into $DDPM_HPC_DATA (run on a machine with internet)")
-    p.add_argument("datasets", nargs="*", choices=["mnist", "cifar10"], help="default: both")
+    # no argparse choices: before Python 3.12 they reject the empty list that means "both" (checked in cmd_data)
+    p.add_argument("datasets", nargs="*", metavar="dataset", help="mnist and/or cifar10 (default: both)")
     p.set_defaults(func=cmd_data)
     sub.add_parser("list", help="list experiments").set_defaults(func=cmd_list)
     p = with_experiment(sub.add_parser(

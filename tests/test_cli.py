@@ -129,3 +129,17 @@ def test_help_texts():
         text = run_cli(command, "--help").stdout
         assert "train.steps" not in text and "sample.steps=20" in text, (command, text)
     assert "train.steps=500" in run_cli("train", "--help").stdout
+
+
+def test_data_without_names_downloads_both_datasets(monkeypatch, capsys, tmp_path):
+    """``make data`` runs ``ddpm-hpc data`` with no names. The download itself is replaced (no internet here): what
+    is checked is the command line, which argparse before Python 3.12 rejected with nargs="*" plus choices."""
+    from ddpm_hpc import data
+
+    asked = []
+    monkeypatch.setattr(data, "download_dataset", lambda name: asked.append(name) or tmp_path / name)
+    assert main(["data"]) == 0
+    assert asked == ["mnist", "cifar10"]
+    assert main(["data", "cifar10"]) == 0 and asked[-1] == "cifar10"
+    assert main(["data", "mnsit"]) == 2
+    assert capsys.readouterr().err == "error: ddpm-hpc data: unknown dataset 'mnsit'; choose from mnist, cifar10\n"
