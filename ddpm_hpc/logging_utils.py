@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -15,9 +16,20 @@ def log(message: str) -> None:
     bar = Progress.drawn
     if bar:
         bar.clear()
-    print(message, flush=True)
+    try:
+        print(message, flush=True)
+    except BrokenPipeError:  # the reader went away (`ddpm-hpc train ... | head`): the run goes on, quietly
+        discard_stdout()
+        return
     if bar:
         bar.redraw()
+
+
+def discard_stdout() -> None:
+    """Point stdout at /dev/null, so later prints (and the flush at exit) neither fail nor stop the process."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 class Progress:

@@ -394,9 +394,16 @@ def non_finite_state(run: Run) -> str | None:
 def diverged(run: Run, problem: str) -> TrainingDiverged:
     """The error that stops a diverged run: what broke, and that the last good checkpoint is kept."""
     last = checkpoint.newest_file(paths.checkpoint_dir(run.exp.name))
-    kept = f"the last checkpoint ({last.name}) is kept" if last else "no checkpoint was saved"
-    return TrainingDiverged(f"training {run.exp.name} diverged at step {run.step}: {problem}; nothing saved, {kept}. "
-                            f"Lower train.lr, set train.grad_clip, or use train.precision=fp32, then run again")
+    kept = f"nothing saved, the last checkpoint ({last.name}) is kept" if last else \
+        "nothing saved (there is no earlier checkpoint)"
+    remedies = [f"Lower train.lr (now {run.exp.train.lr:g})"]
+    if run.exp.train.grad_clip <= 0:
+        remedies.append("set train.grad_clip (e.g. 1.0)")
+    if run.autocast_dtype is not None:
+        remedies.append("use train.precision=fp32")
+    return TrainingDiverged(f"training {run.exp.name} diverged at step {run.step}: {problem}; {kept}. "
+                            f"{', '.join(remedies[:-1]) + ' or ' if len(remedies) > 1 else ''}{remedies[-1]}, "
+                            f"then run again")
 
 
 def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[str], None] = log,

@@ -12,7 +12,7 @@ import types
 import pytest
 import torch
 
-from _train_helpers import EXP, TINY, ckpt_dir, metrics_lines, roots, write_experiment
+from _train_helpers import EXP, TINY, ckpt_dir, metrics_lines, roots, start_cli, write_experiment
 from ddpm_hpc import logging_utils, trainer
 from ddpm_hpc.cli import main
 from ddpm_hpc.config import load_experiment
@@ -203,7 +203,7 @@ def test_terminal_shows_the_bar_and_the_loss_lines(run_root, monkeypatch, capsys
     assert logging_utils.Progress.drawn is None
 
 
-# -- divergence ---------------------------------------------------------------------------------------------------------
+# -- divergence ----------------------------------------------------------------------------------------------------
 
 DIVERGING = {**TINY, "train": {**TINY["train"], "steps": 6, "log_every": 4, "checkpoint_every": 2}}
 
@@ -232,7 +232,8 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_nan_weights_are_never_saved_even_between_log_lines(tmp_path):
     write_experiment(tmp_path, config=DIVERGING)
     with pytest.raises(trainer.TrainingDiverged, match=r"diverged at step 2: 1 weight tensors hold NaN or infinity "
-                       r"\(down.0.0.weight\); nothing saved, no checkpoint was saved"):
+                       r"\(down.0.0.weight\); nothing saved \(there is no earlier checkpoint\)\. Lower train.lr "
+                       r"\(now 0.001\) or set train.grad_clip \(e.g. 1.0\), then run again$"):  # fp32: no precision tip
         _train(tmp_path, after_step=poison_at(2))
     assert list(ckpt_dir(tmp_path).glob("step-*")) == []
 
@@ -251,3 +252,13 @@ def test_a_diverged_run_is_one_line_and_exit_code_4(tmp_path, monkeypatch, capsy
         assert main(["train", EXP]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: training {EXP} diverged at step 4")
+
+
+def test_a_closed_pipe_does_not_stop_training(tmp_path):
+    """``ddpm-hpc train ... | head -1``: the reader goes away after one line; the run still finishes and saves."""
+    write_experiment(tmp_path, config={**TINY, "train": {**TINY["train"], "steps": 12, "log_every": 1}})
+    proc = start_cli(tmp_path, "train", EXP)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head does after its line
+    assert proc.wait(timeout=300) == 0 and first
+    assert (ckpt_dir(tmp_path) / "step-000000012.safetensors").is_file()
