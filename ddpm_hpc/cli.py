@@ -143,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list experiments").set_defaults(func=cmd_list)
     p = with_experiment(sub.add_parser(
         "eval", help="score N samples: classifier accuracy and FD, and FID when Inception weights are there"))
-    p.add_argument("--n", type=whole(2), default=1000,
-                   help="number of samples, at least 2 (default 1000; with --samples: its first N)")
+    p.add_argument("--n", type=whole(2), default=None,
+                   help="number of samples, at least 2 (default 1000; with --samples: all of the file's, or N of "
+                        "them taking the classes in turn)")
     p.add_argument("--fid-weights", help="Inception-v3 weights file (default: $DDPM_HPC_FID_WEIGHTS or data/fid/)")
     p.add_argument("--fid-ref-images", type=fid_reference_count, default=0,
                    help="FID reference: the first N training images, N >= 2 (default 0: all)")

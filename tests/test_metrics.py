@@ -295,7 +295,25 @@ def test_eval_on_a_tiny_checkpoint_writes_all_fields(tmp_path, monkeypatch, digi
         monkeypatch.setenv(f"DDPM_HPC_{name}", str(tmp_path / p))
     out.write_text('{"old": true}')
     assert main(["eval", "tiny", "--n", "30", "--force"]) == 0
-    assert FIELDS <= set(json.loads(out.read_text()))
+    fresh = json.loads(out.read_text())
+    assert FIELDS <= set(fresh)
+
+    # the grid of the same tag holds the same images (classes in blocks in both): the same scores
+    assert main(["sample", "tiny", "sample.per_class=3"]) == 0
+    assert main(["eval", "tiny", "--samples", "step0000006-euler3-w2-n30-seed1234"]) == 0
+    from_grid = json.loads((out.parent / "samples-step0000006-euler3-w2-n30-seed1234.json").read_text())
+    for key in ("conditional_accuracy", "predicted_class_counts", "classifier_fd"):
+        assert from_grid[key] == fresh[key], key
+
+
+def test_part_of_a_grid_takes_the_classes_in_turn():
+    from ddpm_hpc.metrics.eval import balanced_subset
+
+    grid = torch.arange(3).repeat_interleave(3)  # a grid's labels: 0 0 0 1 1 1 2 2 2
+    assert balanced_subset(grid, 5).tolist() == [0, 1, 3, 4, 6]
+    assert balanced_subset(grid, 9).tolist() == list(range(9))
+    uneven = torch.tensor([2, 2, 0, 1, 1, 1])
+    assert sorted(uneven[balanced_subset(uneven, 3)].tolist()) == [0, 1, 2]
 
 
 def test_eval_reads_existing_sample_files(tmp_path, monkeypatch, digits_classifier):
@@ -327,6 +345,11 @@ def test_eval_reads_existing_sample_files(tmp_path, monkeypatch, digits_classifi
     # the first 20 of them are another evaluation, in another file
     path = run_eval(exp, n=20, samples="step0000100-heun10-w2-seed1", log_fn=lambda *_: None)
     assert path.name == "samples-step0000100-heun10-w2-seed1-first20.json" and json.loads(path.read_text())["n"] == 20
+    # more than the file holds: all of them, and it says so
+    said = []
+    path = run_eval(exp, n=500, samples="step0000100-heun10-w2-seed1", force=True, log_fn=said.append)
+    assert path.name == "samples-step0000100-heun10-w2-seed1.json" and json.loads(path.read_text())["n"] == 40
+    assert any("holds 40 images: scoring all of them, not 500" in line for line in said)
     # files that are not sample grids are one-line errors
     (tmp_path / "notes.safetensors").write_text("not safetensors")
     with pytest.raises(UserError, match="not a safetensors file"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -36,6 +37,9 @@ from ..trainer import resolve_device
 from . import classifier, fid
 
 
+DEFAULT_N = 1000  # images drawn by an evaluation without --n (with --samples: all of the file's)
+
+
 def _plan_fresh(run: Loaded, n: int) -> tuple[dict, str]:
     """What drawing n images from ``run`` will be (its provenance) and the eval file's stem."""
     exp, ckpt = run.exp, run.ckpt
@@ -49,7 +53,10 @@ def _plan_fresh(run: Loaded, n: int) -> tuple[dict, str]:
 def _draw(run: Loaded, n: int, device, log_fn) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     exp = run.exp
     conditional = exp.model.conditioning != "none"
-    labels = torch.arange(n, device=device) % NUM_CLASSES[exp.data.dataset] if conditional else None  # balanced
+    classes = NUM_CLASSES[exp.data.dataset]
+    # classes in blocks, as in a sample grid, so that fresh-<tag> and samples-<tag> are the same images
+    labels = torch.arange(classes, device=device).repeat_interleave(math.ceil(n / classes))[:n] \
+        if conditional else None
     log_fn(f"eval {exp.name}: sampling {n} images from step {run.ckpt.step} ({run.weights} weights) with "
            f"{exp.sample.sampler}, {exp.sample_steps} steps" + (f", guidance {exp.sample.guidance:g}" if conditional
                                                                  else "") + f" on {device}")
@@ -57,7 +64,19 @@ def _draw(run: Loaded, n: int, device, log_fn) -> tuple[torch.Tensor, torch.Tens
     return result.images, result.labels, {"nfe_per_image": result.nfe, "sampling_seconds": round(result.seconds, 2)}
 
 
-def _from_file(exp: Experiment, samples: str, n: int) -> tuple[torch.Tensor, torch.Tensor | None, dict, str]:
+def balanced_subset(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of n images taking the classes in turn (each class's first image, then each one's second, ...), so
+    a part of a grid (which is sorted by class) is as balanced as the whole."""
+    rank = torch.empty_like(labels)
+    for c in labels.unique():
+        members = (labels == c).nonzero().flatten()
+        rank[members] = torch.arange(len(members))
+    order = torch.argsort(rank * (int(labels.max()) + 1) + labels, stable=True)
+    return order[:n].sort().values
+
+
+def _from_file(exp: Experiment, samples: str, n: int | None,
+               log_fn) -> tuple[torch.Tensor, torch.Tensor | None, dict, str]:
     path = Path(samples)
     if not path.is_file():
         path = paths.experiment_dir(exp.name) / "samples" / (samples if samples.endswith(".safetensors")
@@ -75,9 +94,12 @@ def _from_file(exp: Experiment, samples: str, n: int) -> tuple[torch.Tensor, tor
         raise UserError(f"--samples {path}: expected 'images' (uint8, N x 3 x 32 x 32, N >= 2) and optionally "
                         f"N 'labels', as `ddpm-hpc sample` writes them")
     stem = f"samples-{path.stem}"
-    if n < len(images):
-        images, labels = images[:n], labels[:n] if labels is not None else None
+    if n is not None and n < len(images):
+        keep = balanced_subset(labels, n) if labels is not None else torch.arange(n)
+        images, labels = images[keep], labels[keep] if labels is not None else None
         stem += f"-first{n}"
+    elif n is not None and n > len(images):
+        log_fn(f"--samples {path.name} holds {len(images)} images: scoring all of them, not {n}")
     try:
         recorded = json.loads(path.with_suffix(".json").read_text())
     except (OSError, ValueError):
@@ -109,16 +131,17 @@ def _classifier(dataset: str, device, log_fn) -> classifier.Classifier:
     return clf
 
 
-def run_eval(exp: Experiment, n: int = 1000, fid_weights: str | None = None, samples: str | None = None,
+def run_eval(exp: Experiment, n: int | None = None, fid_weights: str | None = None, samples: str | None = None,
              fid_ref_images: int = 0, force: bool = False, log_fn=log) -> Path:
     """Sample (or read) N images, score them, write ``experiments/<exp>/eval/<name>.json``; returns its path."""
     t0 = time.monotonic()
     device = resolve_device(exp.train.device, DistContext())
     run = None
     if samples:
-        images, labels, info, stem = _from_file(exp, samples, n)
+        images, labels, info, stem = _from_file(exp, samples, n, log_fn)
     else:
         run = load_for_sampling(exp, device)
+        n = n or DEFAULT_N
         info, stem = _plan_fresh(run, n)
     out = paths.experiment_dir(exp.name) / "eval" / f"{stem}.json"
     if out.exists() and not force:
