@@ -111,8 +111,8 @@ has_checkpoints() {  # has_checkpoints <src/>: true if the remote has them, else
 
 # The remote folder is checked first, so that a wrong name or REMOTE creates no local folder (an empty one would be
 # listed as an experiment that has not started).
+is_there "$R_EXP/" || die "no $R_EXP/ on the remote: is REMOTE (or REMOTE_EXPERIMENTS) right?"
 if [ "$EXP" = all ]; then
-    is_there "$R_EXP/" || die "no $R_EXP/ on the remote: is REMOTE (or REMOTE_EXPERIMENTS) right?"
     # every experiment folder; not the YAML files or the top-level index (local copies stay as they are)
     fetch "experiments" "$R_EXP/" "$L_EXP/" --include='/*/' --exclude='/*'
     if [ "$CKPT" = 1 ] && has_checkpoints "$R_CKPT/"; then

@@ -162,12 +162,13 @@ def test_missing_remote_folders(remote, local):
     out = pull(local, str(remote), "EXP=nosuch")
     assert out.returncode == 2 and errors(out) == [
         f"pull: error: no experiment 'nosuch' on the remote ({remote}/experiments/nosuch/ does not exist)"]
-    out = pull(local, str(remote / "wrong"), "EXP=all")
-    assert out.returncode == 2 and errors(out) == [
-        f"pull: error: no {remote}/wrong/experiments/ on the remote: is REMOTE (or REMOTE_EXPERIMENTS) right?"]
+    for exp in ("EXP=all", "EXP=a"):  # a wrong REMOTE is named as such, whichever experiment was asked for
+        out = pull(local, str(remote / "wrong"), exp)
+        assert out.returncode == 2 and errors(out) == [
+            f"pull: error: no {remote}/wrong/experiments/ on the remote: is REMOTE (or REMOTE_EXPERIMENTS) right?"]
     out = pull(local, "localhost:/nowhere", "EXP=a", env={"RSYNC_SSH": f"ssh -p {free_port()} -o BatchMode=yes"})
     assert out.returncode == 2 and len(errors(out)) == 1, out.stderr
-    assert errors(out)[0].startswith("pull: error: cannot read localhost:/nowhere/experiments/a/: ssh: ")
+    assert errors(out)[0].startswith("pull: error: cannot read localhost:/nowhere/experiments/: ssh: ")
     assert not local.exists()
 
     shutil.rmtree(remote / "checkpoints")
