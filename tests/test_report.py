@@ -4,6 +4,7 @@ headless Chromium (Debian's ``chromium``, installed by ``.ci/run``) to check tha
 from __future__ import annotations
 
 import json
+import time
 import os
 import re
 import shutil
@@ -170,6 +171,24 @@ def test_job_states_from_sacct_then_from_the_snapshot(tmp_path, monkeypatch):
     sacct.unlink()  # e.g. re-rendered on a laptop after make pull
     text = report.render_experiment("x").read_text()
     assert "RUNNING" in text and "last seen" in text
+
+
+def test_a_part_trained_run_is_in_progress_only_while_something_runs_it(tmp_path, monkeypatch):
+    """No live job and no metrics line for a while (a local run that was killed): "stopped", not "in progress"."""
+    folder = tmp_path / "experiments" / "x"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"train": {"steps": 100}}))
+    metrics = folder / "metrics.jsonl"
+    metrics.write_text(json.dumps({"step": 40, "loss": 0.2, "loss_smooth": 0.2}) + "\n")
+    monkeypatch.setenv("DDPM_HPC_EXPERIMENTS", str(tmp_path / "experiments"))
+    monkeypatch.setenv("DDPM_HPC_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    assert report.collect("x")["status"] == "in progress"  # just written: a local run is at it
+    an_hour_ago = time.time() - 3600
+    os.utime(metrics, (an_hour_ago, an_hour_ago))
+    assert report.collect("x")["status"] == "stopped"
+    (folder / "jobs.json").write_text(json.dumps({"jobs": [{"kind": "train", "job_id": "77", "state": "PENDING"}]}))
+    assert report.collect("x")["status"] == "in progress"  # queued again: a job will resume it
 
 
 def test_rendered_after_pull_without_checkpoints(run, tmp_path, monkeypatch):

@@ -14,6 +14,11 @@ from ..checkpoint import newest_file, recorded_hashes, step_of
 
 SNAPSHOT = "report.json"
 SACCT_TIMEOUT_S = 5
+# A part-trained run is "in progress" while a job of it is alive, or (a run outside SLURM) while its metrics file
+# was written lately; otherwise "stopped". A training run logs a line every train.log_every steps.
+ACTIVE_JOB_STATES = {"SUBMITTED", "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
+                     "RESIZING", "SUSPENDED"}
+QUIET_AFTER_S = 15 * 60
 
 
 # Every reader tolerates missing or half-written files.
@@ -195,10 +200,14 @@ def collect(name: str, live_states: bool = True) -> dict:
         updated = (folder / "metrics.jsonl").stat().st_mtime
     except OSError:
         updated = None
+    jobs = _jobs(name, previous, live_states)
     if total and done >= total:
         status = "finished"
-    elif done:
+    elif done and (any(j["state"] in ACTIVE_JOB_STATES for j in jobs) or
+                   (updated and time.time() - updated < QUIET_AFTER_S)):
         status = "in progress"
+    elif done:
+        status = "stopped"  # part-trained, and nothing has run it lately: the same command resumes it
     else:
         status = "not started"
     return {
@@ -206,7 +215,7 @@ def collect(name: str, live_states: bool = True) -> dict:
         "steps_done": done, "steps_total": total, "loss": last.get("loss"), "loss_smooth": last.get("loss_smooth"),
         "img_per_s": last.get("img_per_s"), "train_seconds": last.get("wall_seconds"),
         "metrics_updated": format_time(updated) if updated else None, "checkpoint": ckpt,
-        "jobs": _jobs(name, previous, live_states),
+        "jobs": jobs,
         "samples": _samples(name), "evals": _evals(name),
         "rendered": format_time(time.time()), "rendered_on": socket.gethostname(),
     }
