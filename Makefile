@@ -3,6 +3,7 @@
 #   make demo                   train + sample the embedded-digits demo on this machine (CPU is fine)
 #   make test                   the test suite (no SLURM, no GPU, no downloads)
 #   make local EXP=name [SET="train.steps=500 sample.sampler=ddim"]   train + sample here, in this process
+#   make local-sample EXP=name [SET="sample.sampler=ddim sample.steps=50"]   only sample here (latest checkpoint)
 #   make list                   the experiments, one line each
 #   make data                   download MNIST and CIFAR-10 into $DDPM_HPC_DATA (login node: it has internet)
 #   make submit EXP=name [SET=...] [FORCE=1]   train on SLURM (+ a chained sampling job); docs/slurm.md
@@ -22,10 +23,10 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 EXP    ?=
 SET    ?=
 
-.PHONY: setup demo test local train sample data list help
+.PHONY: setup demo test local local-sample train sample data list help
 
 help:
-	@sed -n '2,14p' Makefile
+	@sed -n '2,15p' Makefile
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +47,10 @@ test:
 local:
 	@test -n "$(EXP)" || { echo "usage: make local EXP=<name> [SET=\"key=value ...\"]; see: make list"; exit 2; }
 	$(CLI) train $(EXP) $(SET)
+	$(CLI) sample $(EXP) $(SET)
+
+local-sample:
+	@test -n "$(EXP)" || { echo "usage: make local-sample EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"]"; exit 2; }
 	$(CLI) sample $(EXP) $(SET)
 
 train:
