@@ -45,7 +45,8 @@ from ddpm_hpc.config import DataConfig, DiffusionConfig, Experiment, ModelConfig
 from ddpm_hpc.models import build_model  # noqa: E402
 from ddpm_hpc.samplers import SAMPLERS, guided, network_evaluations  # noqa: E402
 from ddpm_hpc.schedules import linear_schedule  # noqa: E402
-from ddpm_hpc.trainer import Run, autocast_dtype  # noqa: E402
+from ddpm_hpc.fast_paths import autocast_dtype  # noqa: E402
+from ddpm_hpc.trainer import Run  # noqa: E402
 
 # The toolkit's training variants: TrainConfig options on top of PLAIN, the path without any fast path
 # (fp32, NCHW, eager, Adam's per-parameter loop: what the practical's loop runs, minus its data pipeline), or on top

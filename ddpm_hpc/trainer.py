@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import time
 from dataclasses import dataclass
@@ -27,9 +26,11 @@ from .data import BatchSampler, load_dataset, to_model_range
 from .distributed import DistContext, sync_batchnorm
 from .ema import EMA
 from .errors import CheckpointMismatch, TrainingDiverged, UserError
+from .fast_paths import autocast_dtype, compile_model, make_adam
 from .logging_utils import Progress, format_seconds, log
 from .models import build_model
 from .objectives import Share, drop_labels, make_objective
+from .run_files import REWOUND, archive_previous_run, rewind_metrics
 from .schedules import make_schedule
 
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
@@ -109,72 +110,6 @@ def check_same_experiment(exp: Experiment, ckpt: checkpoint.Checkpoint) -> None:
                 raise CheckpointMismatch(
                     f"{ckpt.path} was trained with {section}.{key}={theirs[section][key]!r}, but {exp.name} now "
                     f"says {value!r}; set train.restart=true to start over (the old checkpoints are kept aside)")
-
-
-# In experiments/<name>/: what the job submissions recorded (jobs/registry.py). It describes the submissions, not a
-# run's results, and a running job still writes to logs/, so it stays when a run is moved aside.
-SUBMISSION_RECORDS = ("logs", "jobs.json", "submitted_config.yaml")
-# Rewritten by every run or report: moved with an old run, but on their own they are not one.
-REGENERATED = ("config.json", "index.html", "report.json")
-REWOUND = "metrics.rewound.jsonl"
-
-
-def _old_outputs(out_dir: Path) -> list[Path]:
-    """What an earlier run left in ``experiments/<name>/``: all but the submission records, temporary files (a
-    report may be writing one) and earlier archives (``old-*``, and the older ``metrics.old-*.jsonl``)."""
-    if not out_dir.is_dir():
-        return []
-    return sorted(p for p in out_dir.iterdir() if p.name not in SUBMISSION_RECORDS
-                  and not p.name.startswith((".", "old-", "metrics.old-")))
-
-
-def archive_previous_run(exp: Experiment) -> list[Path]:
-    """Before a run starts from step 0: move whatever an earlier run left aside, never deleting anything. The
-    checkpoint folder becomes ``checkpoints/<name>.old-<time>``, the outputs (metrics, plots, samples, eval, report)
-    move to ``experiments/<name>/old-<time>/``. Returns the new locations (none if there was no earlier run)."""
-    folder, out_dir = paths.checkpoint_dir(exp.name), paths.experiment_dir(exp.name)
-    outputs = _old_outputs(out_dir)
-    ckpts = folder.is_dir() and any(folder.iterdir())
-    if not ckpts and all(p.name in REGENERATED for p in outputs):
-        return []
-    stamp, n = time.strftime("%Y%m%d-%H%M%S"), 0
-    while folder.with_name(f"{folder.name}.old-{stamp}{n or ''}").exists() or \
-            (out_dir / f"old-{stamp}{n or ''}").exists():
-        n += 1  # started over twice within a second: never rename onto (and lose) an earlier archive
-    stamp = f"{stamp}{n or ''}"
-    moved = []
-    if ckpts:
-        moved.append(folder.rename(folder.with_name(f"{folder.name}.old-{stamp}")))
-    if outputs:
-        (out_dir / f"old-{stamp}").mkdir()
-        for path in outputs:
-            path.rename(out_dir / f"old-{stamp}" / path.name)
-        moved.append(out_dir / f"old-{stamp}")
-    return moved
-
-
-def rewind_metrics(metrics: Path, step: int) -> int:
-    """Resuming from ``step``: lines logged after it (they will be logged again, identically) and lines cut short by
-    a kill move from ``metrics.jsonl`` to the end of ``metrics.rewound.jsonl``. Returns how many lines moved."""
-    if not metrics.is_file():
-        return 0
-
-    def kept(line: str) -> bool:
-        try:
-            return json.loads(line)["step"] <= step
-        except (ValueError, TypeError, KeyError):  # e.g. a line cut short when the process was killed mid-write
-            return False
-
-    lines = [ln for ln in metrics.read_text(errors="replace").splitlines() if ln.strip()]
-    keep = [kept(ln) for ln in lines]
-    if all(keep):
-        return 0
-    with open(metrics.with_name(REWOUND), "a") as f:  # first: a kill in between duplicates lines, never loses one
-        f.writelines(ln + "\n" for ln, k in zip(lines, keep) if not k)
-        f.flush()
-        os.fsync(f.fileno())
-    checkpoint.atomic_write(metrics, "".join(ln + "\n" for ln, k in zip(lines, keep) if k).encode())
-    return keep.count(False)
 
 
 class Run:
@@ -321,58 +256,6 @@ class Run:
             self.ema.update(self.model)
         self.step += 1
         return loss.detach()
-
-
-def compile_model(model: nn.Module, log_fn, mode: str = "default") -> nn.Module:
-    """``train.compile``: torch.compile the forward pass (its backward is compiled with it). Weights stay shared with
-    ``model``, so checkpoints are unaffected; compilation happens at the first step, which falls back to eager mode
-    if it fails. ``train.compile_mode=reduce-overhead`` adds CUDA graphs on a GPU (small, launch-bound convolutions);
-    on a CPU it is the same as ``default``."""
-    try:
-        return torch.compile(model, mode=None if mode == "default" else mode)
-    except RuntimeError as exc:  # e.g. an unsupported Python version
-        log_fn(f"warning: torch.compile unavailable ({exc}); training in eager mode")
-        return model
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 arithmetic (AVX512-BF16 or AMX): without it, oneDNN emulates bf16 and autocast is a slowdown."""
-    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(check is not None and check() for check in checks)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """``train.precision``: the autocast dtype, or None for plain fp32. ``auto`` is bf16 on CUDA GPUs that support it
-    (Ampere and newer) and on CPUs with native bf16 instructions (docs/performance.md: 1.5-1.7x the fp32 step on an
-    AVX512-BF16 CPU, same loss curve), fp32 elsewhere. The weights, gradients and Adam state stay fp32 either way."""
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        else:
-            precision = "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
-    return torch.bfloat16 if precision == "bf16" else None
-
-
-def make_adam(params, lr: float, impl: str, device: torch.device, channels_last: bool = False) -> torch.optim.Adam:
-    """``train.adam``: the same Adam update from one fused kernel, per-list (foreach) kernels or a loop over
-    parameters. ``auto`` is fused, except foreach for channels_last weights on a CPU (the CPU's fused kernel copies
-    every non-contiguous tensor to a contiguous one and back, each step). The choice is re-applied after a checkpoint
-    is loaded, since ``load_state_dict`` would otherwise bring back the saving run's kernel with its param groups."""
-    if impl == "auto":
-        impl = "foreach" if device.type != "cuda" and (channels_last or device.type != "cpu") else "fused"
-    flags = {"fused": True if impl == "fused" else None, "foreach": {"foreach": True, "for-loop": False}.get(impl)}
-    optimizer = torch.optim.Adam(params, lr=lr, **flags)
-
-    def keep_kernel(opt):
-        for group in opt.param_groups:
-            group.update(flags)
-            for p in group["params"]:
-                st = opt.state.get(p)
-                if st and torch.is_tensor(st.get("step")):  # fused: on the parameter's device; else on the CPU
-                    st["step"] = st["step"].to(device=p.device if impl == "fused" else "cpu", dtype=torch.float32)
-
-    optimizer.register_load_state_dict_post_hook(keep_kernel)
-    return optimizer
 
 
 def _seed_first_loss(run: Run, loss: torch.Tensor) -> None:

@@ -10,9 +10,10 @@ import pytest
 import torch
 from fixtures import write_mnist
 
-from ddpm_hpc import trainer
+from ddpm_hpc import fast_paths, trainer
 from ddpm_hpc.config import DataConfig, Experiment, ModelConfig, TrainConfig
-from ddpm_hpc.trainer import Run, autocast_dtype, make_adam
+from ddpm_hpc.fast_paths import autocast_dtype, make_adam
+from ddpm_hpc.trainer import Run
 
 PLAIN = {"precision": "fp32", "channels_last": False, "compile": False, "adam": "for-loop"}
 # The seed U-Net's architecture (strided 4x4 convolutions, transposed convolutions, BatchNorm, skips), narrower so
@@ -90,10 +91,10 @@ def test_all_fast_paths_together_stay_within_bf16_tolerance(data_root):
 
 
 def test_precision_auto_is_bf16_where_the_hardware_has_it(monkeypatch):
-    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: True)  # e.g. AVX512-BF16 (Zen 4, Cooper Lake) or AMX
+    monkeypatch.setattr(fast_paths, "cpu_has_bf16", lambda: True)  # e.g. AVX512-BF16 (Zen 4, Cooper Lake) or AMX
     assert autocast_dtype("auto", torch.device("cpu")) is torch.bfloat16
     assert autocast_dtype("fp32", torch.device("cpu")) is None
-    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: False)  # emulated bf16 would be slower than fp32
+    monkeypatch.setattr(fast_paths, "cpu_has_bf16", lambda: False)  # emulated bf16 would be slower than fp32
     assert autocast_dtype("auto", torch.device("cpu")) is None
     assert autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
     assert autocast_dtype("fp32", torch.device("cuda", 0)) is None

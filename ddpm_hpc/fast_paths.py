@@ -1,0 +1,58 @@
+"""The speed options of ``train`` (docs/performance.md): autocast precision, the Adam kernel and torch.compile.
+Each one trains the same thing as the plain path (tests/test_fast_paths.py)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+def compile_model(model: nn.Module, log_fn, mode: str = "default") -> nn.Module:
+    """``train.compile``: torch.compile the forward pass (its backward is compiled with it). Weights stay shared with
+    ``model``, so checkpoints are unaffected; compilation happens at the first step, which falls back to eager mode
+    if it fails. ``train.compile_mode=reduce-overhead`` adds CUDA graphs on a GPU (small, launch-bound convolutions);
+    on a CPU it is the same as ``default``."""
+    try:
+        return torch.compile(model, mode=None if mode == "default" else mode)
+    except RuntimeError as exc:  # e.g. an unsupported Python version
+        log_fn(f"warning: torch.compile unavailable ({exc}); training in eager mode")
+        return model
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic (AVX512-BF16 or AMX): without it, oneDNN emulates bf16 and autocast is a slowdown."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and check() for check in checks)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """``train.precision``: the autocast dtype, or None for plain fp32. ``auto`` is bf16 on CUDA GPUs that support it
+    (Ampere and newer) and on CPUs with native bf16 instructions (docs/performance.md: 1.5-1.7x the fp32 step on an
+    AVX512-BF16 CPU, same loss curve), fp32 elsewhere. The weights, gradients and Adam state stay fp32 either way."""
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        else:
+            precision = "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def make_adam(params, lr: float, impl: str, device: torch.device, channels_last: bool = False) -> torch.optim.Adam:
+    """``train.adam``: the same Adam update from one fused kernel, per-list (foreach) kernels or a loop over
+    parameters. ``auto`` is fused, except foreach for channels_last weights on a CPU (the CPU's fused kernel copies
+    every non-contiguous tensor to a contiguous one and back, each step). The choice is re-applied after a checkpoint
+    is loaded, since ``load_state_dict`` would otherwise bring back the saving run's kernel with its param groups."""
+    if impl == "auto":
+        impl = "foreach" if device.type != "cuda" and (channels_last or device.type != "cpu") else "fused"
+    flags = {"fused": True if impl == "fused" else None, "foreach": {"foreach": True, "for-loop": False}.get(impl)}
+    optimizer = torch.optim.Adam(params, lr=lr, **flags)
+
+    def keep_kernel(opt):
+        for group in opt.param_groups:
+            group.update(flags)
+            for p in group["params"]:
+                st = opt.state.get(p)
+                if st and torch.is_tensor(st.get("step")):  # fused: on the parameter's device; else on the CPU
+                    st["step"] = st["step"].to(device=p.device if impl == "fused" else "cpu", dtype=torch.float32)
+
+    optimizer.register_load_state_dict_post_hook(keep_kernel)
+    return optimizer
