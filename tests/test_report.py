@@ -189,6 +189,32 @@ def test_a_part_trained_run_is_in_progress_only_while_something_runs_it(tmp_path
     assert report.collect("x")["status"] == "stopped"
     (folder / "jobs.json").write_text(json.dumps({"jobs": [{"kind": "train", "job_id": "77", "state": "PENDING"}]}))
     assert report.collect("x")["status"] == "in progress"  # queued again: a job will resume it
+    os.utime(metrics)  # just written, but by a job that is over now: the jobs know better than the clock
+    (folder / "jobs.json").write_text(json.dumps({"jobs": [
+        {"kind": "train", "job_id": "77", "state": "CANCELLED by 0"},
+        {"kind": "sample", "job_id": "78", "state": "CANCELLED by 0"}]}))
+    assert report.collect("x")["status"] == "stopped"
+
+
+def test_a_job_that_failed_before_training_shows_what_was_submitted(tmp_path, monkeypatch):
+    """No config.json yet (the job failed at start, e.g. no dataset on the node): the page shows the submitted
+    config and the status "failed"; the index names the newest job of each kind."""
+    root = tmp_path / "experiments"
+    folder = root / "m"
+    folder.mkdir(parents=True)
+    (root / "m.yaml").write_text("train: {steps: 2000}\n")
+    (folder / "submitted_config.yaml").write_text("# as submitted\ntrain: {steps: 200, device: cpu}\n")
+    (folder / "jobs.json").write_text(json.dumps({"jobs": [
+        {"kind": "train", "job_id": "90", "state": "CANCELLED"}, {"kind": "sample", "job_id": "91"},
+        {"kind": "train", "job_id": "92", "state": "FAILED"}, {"kind": "sample", "job_id": "93", "state": "PENDING"}]}))
+    monkeypatch.setenv("DDPM_HPC_EXPERIMENTS", str(root))
+    monkeypatch.setenv("DDPM_HPC_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    d = report.collect("m")
+    assert (d["status"], d["steps_total"], d["config"]["train"]["device"]) == ("failed", 200, "cpu")
+    report.render("m")
+    index = (root / "index.html").read_text()
+    assert "train 92: FAILED, sample 93: PENDING" in index and "train 90" not in index
 
 
 def test_rendered_after_pull_without_checkpoints(run, tmp_path, monkeypatch):

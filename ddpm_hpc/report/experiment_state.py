@@ -9,13 +9,17 @@ import subprocess
 import time
 from pathlib import Path
 
+import yaml
+
 from .. import paths
 from ..checkpoint import newest_file, recorded_hashes, step_of
 
 SNAPSHOT = "report.json"
 SACCT_TIMEOUT_S = 5
-# A part-trained run is "in progress" while a job of it is alive, or (a run outside SLURM) while its metrics file
-# was written lately; otherwise "stopped". A training run logs a line every train.log_every steps.
+# A part-trained run is "in progress" while a job of it is alive, or (a run outside SLURM, with no jobs) while its
+# metrics file was written lately; otherwise "stopped", or "failed" when its last training job failed.
+SUBMITTED = "submitted_config.yaml"  # jobs/registry.py's snapshot of what make submit sent
+FAILED_JOB_STATES = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 ACTIVE_JOB_STATES = {"SUBMITTED", "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
                      "RESIZING", "SUSPENDED"}
 QUIET_AFTER_S = 15 * 60
@@ -42,10 +46,18 @@ def _read_metrics(path: Path) -> list[dict]:
 
 
 def _config(name: str) -> dict:
-    """The config the run used (``config.json``, written by the trainer), else the YAML file as it is now."""
-    cfg = _read_json(paths.experiment_dir(name) / "config.json")
+    """The config the run used (``config.json``, written by the trainer), else the one last submitted (a job that
+    failed before it started training), else the YAML file as it is now."""
+    folder = paths.experiment_dir(name)
+    cfg = _read_json(folder / "config.json")
     if isinstance(cfg, dict):
         return cfg
+    try:
+        submitted = yaml.safe_load((folder / SUBMITTED).read_text())
+        if isinstance(submitted, dict):
+            return submitted
+    except (OSError, ValueError, yaml.YAMLError):
+        pass
     try:
         from ..config import load_experiment
 
@@ -201,13 +213,16 @@ def collect(name: str, live_states: bool = True) -> dict:
     except OSError:
         updated = None
     jobs = _jobs(name, previous, live_states)
+    states = {j.get("kind"): str(j["state"]).split(" ")[0] for j in jobs}  # each kind's newest job
     if total and done >= total:
         status = "finished"
-    elif done and (any(j["state"] in ACTIVE_JOB_STATES for j in jobs) or
-                   (updated and time.time() - updated < QUIET_AFTER_S)):
+    elif any(str(j["state"]).split(" ")[0] in ACTIVE_JOB_STATES for j in jobs if j.get("kind") == "train") or \
+            (done and not jobs and updated and time.time() - updated < QUIET_AFTER_S):
         status = "in progress"
+    elif states.get("train") in FAILED_JOB_STATES:
+        status = "failed"
     elif done:
-        status = "stopped"  # part-trained, and nothing has run it lately: the same command resumes it
+        status = "stopped"  # part-trained, and nothing runs it now: the same command resumes it
     else:
         status = "not started"
     return {

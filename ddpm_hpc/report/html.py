@@ -98,7 +98,7 @@ def _flatten(value, prefix: str = "") -> list[tuple[str, object]]:
 
 
 def _badge(status: str) -> str:
-    cls = {"finished": "ok", "in progress": "run", "not started": "stop"}.get(status, "stop")
+    cls = {"finished": "ok", "in progress": "run", "failed": "bad"}.get(status, "stop")
     return f'<span class="badge {cls}">{_e(status)}</span>'
 
 
@@ -314,7 +314,8 @@ def index_row(name: str, d: dict | None, folder: Path) -> str:
         thumb = f'<a href="{_e(page)}"><img src="{_src(rel, s["mtime"])}" alt="{_e(s["tag"])}" ' \
                 f'style="height:90px;image-rendering:pixelated"></a>'
     ck = d.get("checkpoint")
-    jobs = ", ".join(f"{j.get('kind', '')} {j['job_id']}: {j['state']}" for j in d["jobs"][-2:])
+    newest = {j.get("kind", ""): j for j in d["jobs"]}  # the newest job of each kind (train, sample)
+    jobs = ", ".join(f"{j.get('kind', '')} {j['job_id']}: {j['state']}" for j in newest.values())
     return (f"<tr><td>{link}<div class='muted small'>{_e(d['description'])}</div></td>"
             f"<td>{_badge(d['status'])}</td><td>{_progress(d['steps_done'], d['steps_total'])}</td>"
             f"<td>{_e(ck.get('step', '') if ck else '')}</td><td class='small'>{_e(jobs)}</td><td>{thumb}</td></tr>")
