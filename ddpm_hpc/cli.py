@@ -8,6 +8,7 @@ import sys
 
 from .config import available_experiments, load_experiment
 from .errors import UserError
+from .logging_utils import survive_closed_stdout
 
 EXIT_INTERRUPTED = 3  # training stopped by a signal after saving a checkpoint; run again to continue
 DESCRIPTION = ("Train, sample and evaluate diffusion (DDPM) and flow-matching models on MNIST, CIFAR-10 and "
@@ -182,6 +183,7 @@ def _extensions():
 
 
 def main(argv=None) -> int:
+    survive_closed_stdout()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -16,20 +16,45 @@ def log(message: str) -> None:
     bar = Progress.drawn
     if bar:
         bar.clear()
-    try:
-        print(message, flush=True)
-    except BrokenPipeError:  # the reader went away (`ddpm-hpc train ... | head`): the run goes on, quietly
-        discard_stdout()
-        return
+    print(message, flush=True)
     if bar:
         bar.redraw()
 
 
-def discard_stdout() -> None:
-    """Point stdout at /dev/null, so later prints (and the flush at exit) neither fail nor stop the process."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+class _SurvivesClosedPipe:
+    """``sys.stdout`` whose reader may go away (``ddpm-hpc train ... | head``): from then on the output goes to
+    /dev/null and the command carries on (a training run, a submission halfway through), instead of dying of a
+    BrokenPipeError."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _discard(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # also where the buffered rest and the flush at exit go
+        os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def survive_closed_stdout() -> None:
+    """Make a closed stdout harmless for the rest of this process (the command line calls it first)."""
+    if not isinstance(sys.stdout, _SurvivesClosedPipe):
+        sys.stdout = _SurvivesClosedPipe(sys.stdout)
 
 
 class Progress:

@@ -385,8 +385,8 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
             if stopping:
                 if progress:
                     progress.close()
-                say(f"{stop.received or 'stop'} received: saved step {step} to {saved}; run the same command "
-                    f"again to continue")
+                say(f"{stop.received or 'stop'} received: saved step {step} to {saved}; running the same "
+                    f"command again continues from there")
                 return TrainOutcome("interrupted", step, stop.received or "peer", saved)
     say(f"finished {exp.name} at step {run.step} ({format_seconds(run.wall_seconds)} of training)")
     if saved is None and ctx.is_main:  # already complete when started: nothing new to save

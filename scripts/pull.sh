@@ -63,8 +63,10 @@ L_EXP="${DDPM_HPC_EXPERIMENTS:-$REPO/experiments}"
 L_CKPT="${DDPM_HPC_CHECKPOINTS:-$REPO/checkpoints}"
 
 # -rlt: recurse, keep links and modification times (so the next run skips unchanged files); no owners or groups.
-# Temporary files of atomic writers (".name.tmp-PID") are never copied. Nothing local is ever deleted.
-OPTS=(-rlt --partial --itemize-changes --stats --human-readable --exclude='.*.tmp*' "${SSH[@]}")
+# Never copied: temporary files of atomic writers (".name.tmp-PID"), and submitit's job pickles and sbatch-script
+# links (cluster internals). Nothing local is ever deleted.
+OPTS=(-rlt --partial --itemize-changes --stats --human-readable --exclude='.*.tmp*' --exclude='*.pkl'
+      --exclude='.submission_file_*' "${SSH[@]}")
 
 first_line() { grep -v -e '^[[:space:]]*$' <<<"$1" | head -n 1; }
 

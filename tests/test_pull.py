@@ -42,6 +42,8 @@ def remote(tmp_path) -> Path:
         write(e / "index.html", "<html></html>\n")
         write(e / "logs" / "train-1.out", "log\n")
         write(e / ".loss.png.tmp-123", "half written")  # an atomic writer's temporary: never copied
+        write(e / "logs" / "4242_submitted.pkl", b"submitit's job pickle")  # submitit's internals: not for a laptop
+        (e / "logs" / ".submission_file_0a1b.sh").symlink_to("/cluster/home/user/ddpm-hpc/experiments/a/logs/x.sh")
         write(r / "experiments" / f"{name}.yaml", "remote yaml\n")
         c = r / "checkpoints" / name
         write(c / "step-000000010.safetensors", os.urandom(2048))

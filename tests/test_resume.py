@@ -115,7 +115,7 @@ def test_stop_signals_save_at_a_step_boundary_and_resume_exactly(tmp_path, refer
         assert rc == EXIT_INTERRUPTED, f"{where}: exit {rc}\n{out}"
         assert "Traceback" not in out, f"{where}:\n{out}"
         assert _resumed_from(out) == stopped, f"{where}: did not resume where the last signal stopped it\n{out}"
-        match = re.search(rf"^{sig.name} received: saved step (\d+) to (\S+); run the same command", out, re.M)
+        match = re.search(rf"^{sig.name} received: saved step (\d+) to (\S+); running the same command", out, re.M)
         assert match, f"{where}: no save message\n{out}"
         step = int(match.group(1))
         assert target <= step < STEPS, f"{where}: saved step {step}"
