@@ -1,7 +1,8 @@
 """What was submitted and what ran, per experiment, as plain files next to the experiment's outputs.
 
 - ``experiments/<name>/jobs.json``: written by the CLI on the login node (submit, cancel). One entry per job:
-  ``{"job_id", "kind": "train"|"sample", "submitted_at", "overrides", "after", "steps", "cancelled_at"}``.
+  ``{"job_id", "kind": "train"|"sample", "submitted_at", "overrides", "after", "steps", "world_size",
+  "cancelled_at", "cancelled_by"}`` (``cancelled_by``: ``make cancel`` or ``make submit FORCE=1``).
 - ``experiments/<name>/logs/events.jsonl``: appended by the jobs on the compute node, one JSON object per line:
   ``{"time", "job_id", "kind", "event", "restart", "step", "message"}`` with event ``start``, ``finished``,
   ``requeued``, ``stopped`` or ``failed``; ``failed`` carries the one-line reason that ``make status`` prints.

@@ -112,11 +112,11 @@ def _remove_leftovers(folder: Path, before: set[Path], new_dirs: list[Path]) -> 
 
 def _entry(job_id: str, kind: str, overrides: list[str], exp: Experiment, after: str | None) -> dict:
     return {"job_id": str(job_id), "kind": kind, "submitted_at": registry.now(), "overrides": list(overrides),
-            "after": after, "steps": exp.train.steps, "cancelled_at": None,
+            "after": after, "steps": exp.train.steps, "cancelled_at": None, "cancelled_by": None,
             "world_size": world_size(exp) if kind == "train" else 1}
 
 
-def _cancel(name: str, jobs: list[dict]) -> list[str]:
+def _cancel(name: str, jobs: list[dict], by: str) -> list[str]:
     ids = [str(j["job_id"]) for j in jobs]
     try:
         slurm.scancel(ids)
@@ -125,7 +125,7 @@ def _cancel(name: str, jobs: list[dict]) -> list[str]:
     entries = registry.load(name)
     for entry in entries:
         if str(entry["job_id"]) in ids:
-            entry["cancelled_at"] = registry.now()
+            entry["cancelled_at"], entry["cancelled_by"] = registry.now(), by
     registry.save(name, entries)
     return ids
 
@@ -154,7 +154,7 @@ def submit_training(name: str, overrides: list[str], force: bool = False, out=pr
             raise UserError(f"{name} already has live jobs: {listing}; two jobs must not write the same checkpoints. "
                             f"Wait (make status EXP={name}), make cancel EXP={name}, or add FORCE=1 (--force) to "
                             f"cancel them and submit")
-        ids = _cancel(name, live)
+        ids = _cancel(name, live, "make submit FORCE=1")
         after = "afterany:" + ":".join(ids)  # the new job cannot start before the cancelled ones have exited
         out(f"cancelled {listing}; the new training job starts after they have exited")
     folder = registry.logs_dir(name)
@@ -213,10 +213,11 @@ def cancel(name: str, out=print) -> list[str]:
     if not live:
         out(f"{name}: no live jobs")
         return []
-    ids = _cancel(name, live)
+    ids = _cancel(name, live, "make cancel")
     listing = ", ".join(f"{j['kind']} {j['job_id']}" for j in live)
-    out(f"cancelled {listing} of {name} (a running training job saves "
-        f"a checkpoint first; make submit EXP={name} continues from it)")
+    training = any(j["kind"] == "train" for j in live)
+    out(f"cancelled {listing} of {name}" + (f" (a running training job saves a checkpoint first; make submit "
+                                             f"EXP={name} continues from it)" if training else ""))
     return ids
 
 

@@ -147,3 +147,107 @@ def test_scancel_failure_is_one_line(roots, capsys):
         assert cli_main(command) == 2
         assert capsys.readouterr().err == ("error: could not cancel 4242, 4243 of tiny: scancel 4242 failed: scancel: "
                                            "error: Kill job error on job id 4242: Access/permission denied\n")
+
+
+# -- make status / make cancel / make logs against fake squeue and sacct ------------------------------------------
+
+NO_SLURM = 'echo "slurm_load_jobs error: Unable to contact slurm controller" >&2; exit 1'
+RAN = "2025-01-01T10:00:00"  # a run's Start in sacct; "None" when it never started
+
+
+def acct(*rows: str) -> str:
+    """A fake sacct printing ``JobID|State|ExitCode|Reason|Start|End`` rows."""
+    return "; ".join(f'echo "{row}"' for row in rows)
+
+
+def job_event(job_id: str, event: str, step: int = 0, restart: int = 0) -> None:
+    from jobs import registry
+
+    registry.record_event("tiny", job_id=job_id, kind="train", event=event, step=step, restart=restart)
+
+
+def metrics(*lines: tuple[int, float]) -> None:
+    with open(Path(os.environ["DDPM_HPC_EXPERIMENTS"]) / "tiny" / "metrics.jsonl", "a") as f:
+        for step, wall in lines:
+            f.write(json.dumps({"step": step, "loss": 0.5, "loss_smooth": 0.5, "wall_seconds": wall}) + "\n")
+
+
+def run(capsys, *command: str) -> str:
+    capsys.readouterr()
+    assert cli_main(list(command)) == 0
+    return capsys.readouterr().out
+
+
+def submitted_then_cancelled(roots, capsys, live: str = 'echo "4242|RUNNING|None"; echo "4243|PENDING|Dependency"'):
+    """Training 4242 ran (steps 0-20) and sampling 4243 waited for it, until make cancel; squeue forgot them."""
+    run(capsys, "submit", "tiny")
+    job_event("4242", "start")
+    metrics((10, 1.0), (20, 2.0))
+    fake(roots, "squeue", live)
+    fake(roots, "scancel", "exit 0")
+    out = run(capsys, "cancel", "tiny")
+    job_event("4242", "stopped", step=20)
+    fake(roots, "squeue", "exit 0")
+    return out
+
+
+def test_cancelled_jobs_show_make_cancel_not_the_dependency(roots, capsys):
+    """sacct keeps Reason=Dependency for a job that waited (afterany) and then ran: make cancel is the cause."""
+    submitted_then_cancelled(roots, capsys)
+    fake(roots, "sacct", acct(f"4242|CANCELLED by 0|0:15|Dependency|{RAN}|{RAN}",
+                              f"4243|CANCELLED by 0|0:0|Dependency|None|{RAN}"))
+    line = run(capsys, "status", "tiny")
+    assert "train 4242 CANCELLED (make cancel at " in line and "sample 4243 CANCELLED (make cancel at " in line, line
+    assert "not run" not in line
+    logs = run(capsys, "logs", "tiny", "--job", "4243")
+    assert logs.startswith("sample job 4243 of tiny never started: it ended CANCELLED (make cancel at "), logs
+
+
+def test_sampling_job_cancelled_by_slurm_was_not_run(roots, capsys):
+    run(capsys, "submit", "tiny")
+    fake(roots, "sacct", acct(f"4242|FAILED|1:0|None|{RAN}|{RAN}", f"4243|CANCELLED|0:0|Dependency|None|{RAN}"))
+    assert "sample 4243 CANCELLED (not run: the job it depends on did not succeed)" in run(capsys, "status", "tiny")
+
+
+def test_without_slurm_the_state_comes_from_jobs_json_and_events(roots, capsys):
+    submitted_then_cancelled(roots, capsys)
+    fake(roots, "squeue", NO_SLURM)
+    fake(roots, "sacct", NO_SLURM)
+    out = run(capsys, "status", "tiny")
+    assert "train 4242 CANCELLED (make cancel at " in out and "(note: squeue: squeue -h failed: " in out, out
+    entries = json.loads((roots / "experiments" / "tiny" / "jobs.json").read_text())
+    for entry in entries["jobs"]:
+        entry["cancelled_at"] = None  # e.g. stopped by a requeue or a pre-emption, not by us
+    (roots / "experiments" / "tiny" / "jobs.json").write_text(json.dumps(entries))
+    assert "train 4242 STOPPED  |  step 20/30" in run(capsys, "status", "tiny")
+
+
+def test_cancel_mentions_the_checkpoint_only_for_a_training_job(roots, capsys):
+    assert "(a running training job saves a checkpoint first" in submitted_then_cancelled(roots, capsys)
+    fake(roots, "squeue", 'echo "4243|PENDING|Dependency"')  # e.g. a make sample job alone
+    assert run(capsys, "cancel", "tiny") == "cancelled sample 4243 of tiny\n"
+
+
+@pytest.mark.parametrize("sacct", [acct(f"4242|REQUEUED|0:0|None|{RAN}|{RAN}", "4242|PENDING|0:0|BeginTime|None|None"),
+                                   "exit 0"])  # sacct lags slurmctld by a second or two
+def test_requeued_job_waiting_to_restart(roots, capsys, sacct):
+    run(capsys, "submit", "tiny")
+    job_event("4242", "start")
+    job_event("4242", "requeued", step=20)
+    fake(roots, "squeue", 'echo "4242|PENDING|BeginTime"; echo "4243|PENDING|Dependency"')
+    fake(roots, "sacct", sacct)
+    assert "train 4242 PENDING (requeued, restarts shortly)  restarts 1  |" in run(capsys, "status", "tiny")
+
+
+def test_progress_counts_the_checkpoint_and_only_the_current_runs_speed(roots, capsys):
+    """The step is the newer of metrics.jsonl and the checkpoint; the ETA comes from the running job's own lines."""
+    run(capsys, "submit", "tiny")
+    metrics((5, 1.0), (10, 2.0))
+    save_checkpoint(roots / "checkpoints" / "tiny", 12, {"w": torch.zeros(2)}, {"step": "12"})
+    fake(roots, "squeue", 'echo "4242|RUNNING|None"; echo "4243|PENDING|Dependency"')
+    fake(roots, "sacct", "exit 0")
+    assert "step 12/30  loss 0.5000  ckpt 12 (" in run(capsys, "status", "tiny")  # killed after its checkpoint
+    job_event("4242", "start", step=12, restart=1)  # restarted: the lines so far are the previous run's
+    assert run(capsys, "status", "tiny").split("|")[1].endswith("eta ?  ")
+    metrics((15, 2.5), (20, 3.5))  # 5 steps/s now
+    assert run(capsys, "status", "tiny").split("|")[1].endswith("eta 0:02  ")

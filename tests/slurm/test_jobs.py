@@ -460,7 +460,12 @@ def test_sample_alone_and_cancel(slurm_cluster, lab, reference):
     assert json.loads((lab.ckpts / "cancelled" / "latest.json").read_text())["step"] == saved >= 20
     slurm_cluster.wait_for(lambda: "no live jobs" in lab.make("cancel", "cancelled").stdout, 30,
                            "squeue to forget the cancelled jobs")
-    assert "CANCELLED" in lab.make("status", "cancelled").stdout
+    status = lab.make("status", "cancelled").stdout
+    assert f"train {train_id} CANCELLED (make cancel at " in status and \
+        f"sample {sample_id} CANCELLED (make cancel at " in status, status
+    logs = subprocess.run([str(REPO / ".venv" / "bin" / "ddpm-hpc"), "logs", "cancelled", "--job", sample_id],
+                          capture_output=True, text=True, env=lab.env, timeout=60).stdout  # make logs has no JOB=
+    assert logs.startswith(f"sample job {sample_id} of cancelled never started: it ended CANCELLED (make cancel"), logs
 
 
 @pytest.fixture(scope="module")
