@@ -147,14 +147,19 @@ def sample_images(trained: Experiment, model, exp: Experiment, device: torch.dev
                    time.monotonic() - t0)
 
 
+def class_blocks(classes: int, n: int, device) -> torch.Tensor:
+    """n labels in blocks of classes (0 0 .. 1 1 .. ), as a grid's rows are: the layout every conditional draw uses,
+    so an eval of n images and a grid of n images with the same seed are the same images."""
+    return torch.arange(classes, device=device).repeat_interleave(math.ceil(n / classes))[:n]
+
+
 def grid_labels(trained: Experiment, exp: Experiment, device) -> tuple[torch.Tensor | None, int, int]:
     """Labels for the grid (rows of classes: 0..9 repeated per_class times in columns), count and row width."""
     if trained.model.conditioning == "none":
         n = exp.sample.n
         return None, n, max(1, round(math.sqrt(n)))
     k, per = NUM_CLASSES[trained.data.dataset], exp.sample.per_class
-    labels = torch.arange(k, device=device).repeat_interleave(per)  # works for any count, unlike arange(n)
-    return labels, k * per, per
+    return class_blocks(k, k * per, device), k * per, per
 
 
 def sample_tag(step: int, exp: Experiment, conditional: bool, n: int | None = None) -> str:

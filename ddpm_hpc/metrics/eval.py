@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from ..config import Experiment
 from ..distributed import DistContext
 from ..errors import UserError
 from ..logging_utils import log
-from ..sampling import NUM_CLASSES, Loaded, load_for_sampling, sample_images, sample_tag
+from ..sampling import NUM_CLASSES, Loaded, class_blocks, load_for_sampling, sample_images, sample_tag
 from ..trainer import resolve_device
 from . import classifier, fid
 
@@ -53,10 +52,7 @@ def _plan_fresh(run: Loaded, n: int) -> tuple[dict, str]:
 def _draw(run: Loaded, n: int, device, log_fn) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     exp = run.exp
     conditional = exp.model.conditioning != "none"
-    classes = NUM_CLASSES[exp.data.dataset]
-    # classes in blocks, as in a sample grid, so that fresh-<tag> and samples-<tag> are the same images
-    labels = torch.arange(classes, device=device).repeat_interleave(math.ceil(n / classes))[:n] \
-        if conditional else None
+    labels = class_blocks(NUM_CLASSES[exp.data.dataset], n, device) if conditional else None
     log_fn(f"eval {exp.name}: sampling {n} images from step {run.ckpt.step} ({run.weights} weights) with "
            f"{exp.sample.sampler}, {exp.sample_steps} steps" + (f", guidance {exp.sample.guidance:g}" if conditional
                                                                  else "") + f" on {device}")
