@@ -12,11 +12,12 @@ from ddpm_hpc import paths
 from ddpm_hpc.checkpoint import newest_file, step_of
 from ddpm_hpc.errors import UserError
 from ddpm_hpc.logging_utils import format_seconds
-from ddpm_hpc.report.experiment_state import EVENT_STATES  # a job's state from its last event, as the report has it
+# a job's state from its last event, and the states that mean it failed, as the report has them
+from ddpm_hpc.report.experiment_state import EVENT_STATES, FAILED_JOB_STATES
 
 from . import registry, slurm
 
-FAILURES = ("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+FAILURES = tuple(FAILED_JOB_STATES)  # for str.startswith
 NEVER_STARTED = ("", "None", "Unknown")  # sacct's Start of a run that has not begun
 
 

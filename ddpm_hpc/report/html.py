@@ -7,7 +7,7 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
-from .experiment_state import SNAPSHOT
+from .experiment_state import FAILED_JOB_STATES, SNAPSHOT
 
 PAGE = "index.html"
 MAX_PREVIEWS = 12  # newest preview grids shown; the rest stay in samples/
@@ -106,8 +106,7 @@ def _job_badge(state: str) -> str:
     s = state.upper()
     cls = "ok" if s.startswith("COMPLETED") else "run" if s in ("RUNNING", "PENDING", "REQUEUED", "CONFIGURING",
                                                                    "COMPLETING", "SUBMITTED") \
-        else "bad" if s in ("FAILED", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-                            "BOOT_FAIL", "DEADLINE") else "stop"
+        else "bad" if s in FAILED_JOB_STATES | {"CANCELLED", "PREEMPTED"} else "stop"
     return f'<span class="badge {cls}">{_e(state)}</span>'
 
 
