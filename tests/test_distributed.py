@@ -88,7 +88,7 @@ def final_tensors(root: Path, name: str = "ddp") -> dict[str, torch.Tensor]:
     return load_file(folder / pointer["file"])
 
 
-def compare(ours: dict, reference: dict) -> float:
+def compare(ours: dict, reference: dict, atol: float = ATOL, rtol: float = RTOL) -> float:
     """Every tensor but the process RNG states is close to the reference (integer ones equal); returns max |diff|."""
     keys = [k for k in reference if not k.startswith("rng.")]
     assert sorted(k for k in ours if not k.startswith("rng.")) == sorted(keys)
@@ -99,7 +99,7 @@ def compare(ours: dict, reference: dict) -> float:
         if not a.is_floating_point():
             assert torch.equal(a, b), k
             continue
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=RTOL, msg=lambda m, k=k: f"{k}: {m}")
+        torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda m, k=k: f"{k}: {m}")
         worst = max(worst, (a - b).abs().max().item())
     return worst
 
