@@ -85,7 +85,7 @@ def _rank() -> tuple[int, int]:
 def _init_distributed(exp):
     """A :class:`DistContext`: rank 0 of 1 for one task, else the joined process group of this job's tasks."""
     from ddpm_hpc.distributed import DistContext, init_from_env
-    from ddpm_hpc.trainer import resolve_device
+    from ddpm_hpc.devices import resolve_device
 
     if _rank()[1] <= 1:
         return DistContext()
