@@ -89,8 +89,11 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"check": check_device})  # auto | cpu | cuda | cuda:N
     # Fast paths (docs/performance.md has the measurements behind the defaults). None of them changes what is
     # trained: a checkpoint made with one setting resumes under any other.
-    # bf16 autocast (weights and optimizer stay fp32). auto: bf16 on CUDA GPUs and CPUs with native bf16, else fp32
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Autocast dtype (weights and optimizer stay fp32); fp16 adds loss scaling. auto: bf16 on GPUs with native bf16
+    # (compute capability 8.0+) and CPUs with native bf16, fp16 on 7.x GPUs (Volta, Turing), else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # Exact resume on the same GPU model: deterministic algorithms, no cuDNN autotuning, no TF32 (slower on a GPU)
+    deterministic: bool = False
     channels_last: bool = False
     compile: bool = False  # torch.compile the network; the first step compiles (a minute on a small CPU)
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"

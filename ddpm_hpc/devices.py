@@ -207,3 +207,17 @@ def describe_device(device: torch.device) -> dict:
         return {"device": str(device)}
     index = device.index or 0
     return {"device": str(device), "gpu": device_name(index), "sm": sm(device_capability(index))}
+
+
+def deterministic_mode(device: torch.device) -> None:
+    """``train.deterministic``: the same GPU model and the same steps give the same bits, so a requeued run resumes
+    exactly (the CPU is exact without it). Deterministic algorithms (an op without one warns, naming it), no cuDNN
+    autotuning, no TF32, and cuBLAS's fixed workspace, which must be set before the first cuBLAS call. Untested on a
+    GPU here; its cost is measured by ``make gpu-check``. Process-wide, like every torch backend flag."""
+    if device.type == "cuda" and os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in (":4096:8", ":16:8"):
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False

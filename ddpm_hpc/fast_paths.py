@@ -1,10 +1,13 @@
-"""The speed options of ``train`` (docs/performance.md): autocast precision, the Adam kernel and torch.compile.
+"""The speed options of ``train`` (docs/performance.md): autocast precision and fp16 loss scaling, the Adam kernel and
+torch.compile.
 Each one trains the same thing as the plain path (tests/test_fast_paths.py)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from . import devices
 
 def compile_model(model: nn.Module, log_fn, mode: str = "default") -> nn.Module:
     """``train.compile``: torch.compile the forward pass (its backward is compiled with it). Weights stay shared with
@@ -24,16 +27,36 @@ def cpu_has_bf16() -> bool:
     return any(check is not None and check() for check in checks)
 
 
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+def resolved_precision(precision: str, device: torch.device) -> str:
+    """``train.precision`` on ``device`` as "bf16", "fp16" or "fp32", by ``devices.precision_for``: ``auto`` is bf16
+    on GPUs with native bf16 (compute capability 8.0, Ampere, and newer: ``torch.cuda.is_bf16_supported()`` also says
+    yes on Turing and Pascal, where bf16 is emulated), fp16 with loss scaling on 7.x (Volta, Turing), fp32 on older
+    GPUs; on a CPU bf16 only with native bf16 instructions (docs/performance.md: 1.5-1.7x the fp32 step on an
+    AVX512-BF16 CPU, same loss curve), else fp32. Training, sampling and eval all choose by this rule."""
+    capability = devices.device_capability(device.index or 0) if device.type == "cuda" else None
+    return devices.precision_for(precision, device.type, capability, device.type == "cpu" and cpu_has_bf16())
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """``train.precision``: the autocast dtype, or None for plain fp32. ``auto`` is bf16 on CUDA GPUs that support it
-    (Ampere and newer) and on CPUs with native bf16 instructions (docs/performance.md: 1.5-1.7x the fp32 step on an
-    AVX512-BF16 CPU, same loss curve), fp32 elsewhere. The weights, gradients and Adam state stay fp32 either way."""
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        else:
-            precision = "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
-    return torch.bfloat16 if precision == "bf16" else None
+    """The autocast dtype of ``train.precision`` on ``device`` (``resolved_precision``), or None for plain fp32. The
+    weights, gradients and Adam state stay fp32 either way."""
+    return AUTOCAST[resolved_precision(precision, device)]
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of a resolved precision ("fp32": a disabled one)."""
+    dtype = AUTOCAST[precision]
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """fp16's loss scaling (a disabled scaler, whose calls pass straight through, for bf16 and fp32): the loss is
+    multiplied before backward so small fp16 gradients do not flush to zero; a step whose gradients overflow is
+    skipped and the scale halved (``torch.amp.GradScaler``'s defaults). Its state is part of the checkpoint."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
 def make_adam(params, lr: float, impl: str, device: torch.device, channels_last: bool = False) -> torch.optim.Adam:

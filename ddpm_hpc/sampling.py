@@ -34,6 +34,7 @@ from .models import build_model
 from .samplers import SAMPLERS, guided, network_evaluations
 from .schedules import make_schedule
 from .devices import resolve_device
+from .fast_paths import autocast, resolved_precision
 
 NUM_CLASSES = {name: 10 for name in DATASETS}
 
@@ -107,18 +108,22 @@ class Loaded:
     exp: Experiment  # the trained config with the requested sample settings (see sampling_config)
     model: torch.nn.Module
     weights: str  # "ema" or "model"
+    precision: str  # "bf16", "fp16" or "fp32": the user's train.precision on this device
 
 
 def load_for_sampling(exp: Experiment, device: torch.device) -> Loaded:
-    """The checkpoint ``exp.sample.checkpoint`` of ``exp``, its network and the sample settings checked against it."""
+    """The checkpoint ``exp.sample.checkpoint`` of ``exp``, its network and the sample settings checked against it.
+    The network runs under the autocast of ``exp``'s train.precision (sampling picks it by the training rule)."""
     ckpt = find_checkpoint(exp.name, exp.sample.checkpoint)
     trained, model, weights = load_model(ckpt, device)
-    return Loaded(ckpt, sampling_config(trained, exp, ckpt.path), model, weights)
+    precision = resolved_precision(exp.train.precision, device)
+    return Loaded(ckpt, sampling_config(trained, exp, ckpt.path), model, weights, precision)
 
 
 def sample_images(trained: Experiment, model, exp: Experiment, device: torch.device, labels: torch.Tensor | None,
-                  n: int, keep: int = 0) -> Sampled:
-    """Draw n images with the sampler settings of ``exp.sample``; the noise comes from ``sample.seed``."""
+                  n: int, keep: int = 0, precision: str = "fp32") -> Sampled:
+    """Draw n images with the sampler settings of ``exp.sample``; the noise comes from ``sample.seed``. The network
+    runs under autocast for ``precision`` ("bf16" | "fp16" | "fp32", resolved); the sampler's arithmetic stays fp32."""
     s = exp.sample
     steps = exp.sample_steps
     d = trained.diffusion
@@ -129,7 +134,7 @@ def sample_images(trained: Experiment, model, exp: Experiment, device: torch.dev
     t0 = time.monotonic()
     batches = range(0, n, s.batch_size)
     progress = Progress(len(batches) * steps, f"sampling {s.sampler}")
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, precision):
         for b, start in enumerate(batches):
             x = noise[start:start + s.batch_size]
             y = labels[start:start + s.batch_size] if labels is not None else None
@@ -215,13 +220,14 @@ def sample_experiment(exp: Experiment, log_fn=log, out_folder: Path | None = Non
     folder = out_folder or paths.experiment_dir(exp.name) / "samples"
     check_not_taken(folder, tag, ckpt)
     log_fn(f"sampling {exp.name} step {ckpt.step} ({run.weights} weights) with {exp.sample.sampler}, "
-           f"{exp.sample_steps} steps, {n} images on {device}")
-    result = sample_images(exp, run.model, exp, device, labels, n, keep=8 if exp.sample.trajectory else 0)
+           f"{exp.sample_steps} steps, {n} images on {device} ({run.precision})")
+    result = sample_images(exp, run.model, exp, device, labels, n, keep=8 if exp.sample.trajectory else 0,
+                           precision=run.precision)
     info = {"experiment": exp.name, "checkpoint": str(ckpt.path), "checkpoint_sha256": ckpt.sha256,
             "step": ckpt.step, "weights": run.weights, "sampler": exp.sample.sampler, "steps": exp.sample_steps,
             "eta": exp.sample.eta, "guidance": exp.sample.guidance,
             "nfe_per_image": result.nfe, "seed": exp.sample.seed, "images": n, "wall_seconds": round(result.seconds, 3),
-            "device": str(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "device": str(device), "precision": run.precision, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     png = write_samples(folder, tag, result, info, nrow)
     log_fn(f"wrote {png} ({result.seconds:.1f} s, {result.nfe} network evaluations per image)")
     return png

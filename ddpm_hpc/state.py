@@ -1,7 +1,8 @@
 """The training state as flat named tensors plus string metadata, the form safetensors stores.
 
 Names: ``model.*``, ``ema.*`` (weights and buffers), ``optim.state.<param index>.<key>`` (Adam moments and step
-counts), ``rng.cpu`` / ``rng.cuda.<i>`` (uint8 RNG states), ``train.*`` (running scalars). The optimizer's param
+counts), ``rng.cpu`` / ``rng.cuda.<i>`` (uint8 RNG states), ``scaler.*`` (fp16 loss scale and its growth counter),
+``train.*`` (running scalars). The optimizer's param
 groups and other non-tensor values travel as JSON in the metadata.
 """
 
@@ -36,6 +37,39 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
             index, key = name[len("optim.state."):].split(".", 1)
             state.setdefault(int(index), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(param_groups)})
+    match_param_layouts(optimizer)
+
+
+def match_param_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Lay each per-parameter state tensor (Adam's moments) out in memory like its parameter. Checkpoints hold
+    contiguous tensors, while channels_last weights are not contiguous, and CUDA's fused Adam refuses moments whose
+    layout differs from the parameter's."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
+# The fp16 GradScaler's state: the loss scale and the count of overflow-free steps since it last changed.
+SCALER_KEYS = ("scaler.scale", "scaler.growth_tracker")
+
+
+def scaler_tensors(scaler: torch.amp.GradScaler) -> dict[str, torch.Tensor]:
+    """The state of an enabled scaler (fp16 runs) as two scalar tensors; nothing for a disabled one."""
+    if not scaler.is_enabled():
+        return {}
+    sd = scaler.state_dict()
+    return {"scaler.scale": torch.tensor(sd["scale"], dtype=torch.float32),
+            "scaler.growth_tracker": torch.tensor(sd["_growth_tracker"], dtype=torch.int64)}
+
+
+def load_scaler(scaler: torch.amp.GradScaler, tensors: dict[str, torch.Tensor]) -> None:
+    """Restore ``scaler_tensors``; the growth and backoff factors are the scaler's own (fixed) settings."""
+    if scaler.is_enabled() and all(k in tensors for k in SCALER_KEYS):
+        sd = scaler.state_dict()
+        sd.update(scale=float(tensors["scaler.scale"]), _growth_tracker=int(tensors["scaler.growth_tracker"]))
+        scaler.load_state_dict(sd)
 
 
 def rng_tensors() -> dict[str, torch.Tensor]:

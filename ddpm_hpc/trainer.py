@@ -22,12 +22,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__, checkpoint, paths, state
 from .config import Experiment, experiment_from_json
-from .devices import resolve_device
 from .data import BatchSampler, load_dataset, to_model_range
+from .devices import deterministic_mode, resolve_device
 from .distributed import DistContext, sync_batchnorm
 from .ema import EMA
 from .errors import CheckpointMismatch, TrainingDiverged
-from .fast_paths import autocast_dtype, compile_model, make_adam
+from .fast_paths import AUTOCAST, autocast, compile_model, grad_scaler, make_adam, resolved_precision
 from .logging_utils import Progress, format_seconds, log
 from .models import build_model
 from .objectives import Share, drop_labels, make_objective
@@ -101,6 +101,8 @@ class Run:
     def __init__(self, exp: Experiment, ctx: DistContext = DistContext(), log_fn=log):
         self.exp, self.ctx, self.log = exp, ctx, log_fn
         self.device = resolve_device(exp.train.device, ctx)
+        if exp.train.deterministic:
+            deterministic_mode(self.device)  # before the first CUDA kernel (cuBLAS reads its workspace setting once)
         root = Path(exp.data.root).expanduser() if exp.data.root else None
         self.dataset = load_dataset(exp.data.dataset, root)
         if exp.data.on_device:
@@ -116,9 +118,11 @@ class Run:
         self.model.to(self.device)
         if exp.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if self.device.type == "cuda" and exp.train.cudnn_benchmark:
+        if self.device.type == "cuda" and exp.train.cudnn_benchmark and not exp.train.deterministic:
             torch.backends.cudnn.benchmark = True  # fixed shapes every step: the autotuned algorithms pay off
-        self.autocast_dtype = autocast_dtype(exp.train.precision, self.device)
+        self.precision = resolved_precision(exp.train.precision, self.device)  # "bf16" | "fp16" | "fp32"
+        self.autocast_dtype = AUTOCAST[self.precision]
+        self.scaler = grad_scaler(self.device, self.precision)  # fp16 loss scaling; passes through otherwise
         self.optimizer = make_adam(self.model.parameters(), exp.train.lr, exp.train.adam, self.device,
                                    exp.train.channels_last)
         self.ema = EMA(self.model, exp.train.ema_decay) if exp.train.ema_decay > 0 else None
@@ -144,6 +148,7 @@ class Run:
         optim, self._param_groups = state.optimizer_tensors(self.optimizer)
         tensors.update(optim)
         tensors.update(state.rng_tensors())
+        tensors.update(state.scaler_tensors(self.scaler))
         tensors["train.loss_smooth"] = self.loss_smooth.detach().float().reshape(())
         tensors["train.loss_sum"] = self.loss_sum.detach().float().reshape(())
         tensors["train.log_window_start"] = torch.tensor(self.log_window_start, dtype=torch.int64)
@@ -166,7 +171,8 @@ class Run:
             state.check_module(ckpt, "ema", self.ema.model)
         state.check_optimizer(ckpt, self.optimizer, ckpt.metadata.get("optim.param_groups"))
         window = ("train.loss_sum", "train.log_window_start") if "train.loss_sum" in ckpt.tensors else ()
-        state.check_scalars(ckpt, ("train.loss_smooth", "data.next_step", *window))
+        scaler = tuple(k for k in state.SCALER_KEYS if k in ckpt.tensors)
+        state.check_scalars(ckpt, ("train.loss_smooth", "data.next_step", *window, *scaler))
         state.check_rng(ckpt)
 
     def restore(self, ckpt: checkpoint.Checkpoint) -> None:
@@ -179,6 +185,7 @@ class Run:
             else:  # EMA switched on mid-run: start it from the current weights
                 self.ema.model.load_state_dict(self.model.state_dict())
         state.load_optimizer(self.optimizer, t, ckpt.metadata["optim.param_groups"])
+        state.load_scaler(self.scaler, t)  # fp16 runs; an fp32/bf16 checkpoint resumed in fp16 starts a fresh scale
         for group in self.optimizer.param_groups:  # lr is not part of the identity: the config's value applies
             group["lr"] = self.exp.train.lr
         state.restore_rng(ckpt.tensors)
@@ -210,17 +217,15 @@ class Run:
         if exp.model.conditioning != "none":
             labels = self.dataset.labels[idx].to(self.device, non_blocking=True)
             labels = drop_labels(labels, self.dataset.num_classes, exp.train.label_dropout, share, gen)
-        autocast = torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
-                                  enabled=self.autocast_dtype is not None)
         if self.forward_model is not self.wrapped and self.device.type == "cuda" and \
                 exp.train.compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer needed
         self.optimizer.zero_grad(set_to_none=True)
         buffers = None if self._compile_checked else [b.detach().clone() for b in self.model.buffers()]
         try:
-            with autocast:
+            with autocast(self.device, self.precision):
                 loss = self.objective(self.forward_model, x0, labels, gen, share)
-            loss.backward()  # compiled models compile their backward here, at the first step
+            self.scaler.scale(loss).backward()  # compiled models compile their backward here, at the first step
         except Exception as exc:  # compile backends fail in many ways (no C++ compiler, unsupported op)
             if buffers is None:
                 raise
@@ -233,8 +238,12 @@ class Run:
             return self.train_step()  # redo the step from scratch: same batch, same noise
         self._compile_checked = True
         if exp.train.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # fp16: clip the true gradients, not the scaled ones
             nn.utils.clip_grad_norm_(self.model.parameters(), exp.train.grad_clip)
-        self.optimizer.step()
+        # fp16: a step whose scaled gradients overflowed is skipped here and the scale lowered. That is loss scaling
+        # at work, not divergence: the NaN guard looks at the unscaled loss and the weights only.
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         if self.ema:
             self.ema.update(self.model)
         self.step += 1

@@ -10,7 +10,9 @@ import pytest
 import torch
 from fixtures import write_mnist
 
-from ddpm_hpc import fast_paths, trainer
+from _train_helpers import roots
+
+from ddpm_hpc import checkpoint, devices, fast_paths, paths, trainer
 from ddpm_hpc.config import DataConfig, Experiment, ModelConfig, TrainConfig
 from ddpm_hpc.fast_paths import autocast_dtype, make_adam
 from ddpm_hpc.trainer import Run
@@ -97,11 +99,40 @@ def test_precision_auto_is_bf16_where_the_hardware_has_it(monkeypatch):
     monkeypatch.setattr(fast_paths, "cpu_has_bf16", lambda: False)  # emulated bf16 would be slower than fp32
     assert autocast_dtype("auto", torch.device("cpu")) is None
     assert autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
-    assert autocast_dtype("fp32", torch.device("cuda", 0)) is None
+    assert autocast_dtype("fp16", torch.device("cpu")) is torch.float16
+
+
+@pytest.mark.parametrize("capability, dtype", [((6, 0), None), ((6, 1), None), ((7, 0), torch.float16),
+                                               ((7, 5), torch.float16), ((8, 0), torch.bfloat16),
+                                               ((8, 6), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_precision_auto_on_a_gpu_goes_by_its_generation(monkeypatch, capability, dtype):
+    """P100, GTX 1080, V100, RTX 2080 Ti, A100, RTX 3090, H100 (a mock of GPUs this machine lacks: the capability
+    query). torch.cuda.is_bf16_supported() says yes on all of them (emulation counts), so it must not be asked."""
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert autocast_dtype("auto", torch.device("cuda", 0)) is torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert autocast_dtype("auto", torch.device("cuda", 0)) is None
+    monkeypatch.setattr(devices, "device_capability", lambda index: capability)
+    assert autocast_dtype("auto", torch.device("cuda", 0)) is dtype
+    assert autocast_dtype("fp32", torch.device("cuda", 0)) is None
+    assert autocast_dtype("fp16", torch.device("cuda", 0)) is torch.float16
+
+
+@pytest.mark.parametrize("impl", ["foreach", "fused"])
+def test_adam_moments_are_laid_out_like_channels_last_weights_after_a_resume(data_root, tmp_path, impl):
+    """Checkpoints store contiguous tensors; CUDA's fused Adam refuses moments whose layout differs from their
+    parameter's ("params, grads, exp_avgs, and exp_avg_sqs must have same ... layout"), so a resumed channels_last run
+    would crash at its first step. The CPU kernels accept either layout: the strides themselves are checked here."""
+    with roots(tmp_path):
+        run, _ = make_run(data_root, channels_last=True, adam=impl)
+        train(run, 2)
+        run.save()
+        resumed, _ = make_run(data_root, channels_last=True, adam=impl)
+        resumed.restore(checkpoint.load_latest(paths.checkpoint_dir(resumed.exp.name), resumed.validate))
+    four_d = [p for p in resumed.model.parameters() if p.dim() == 4]
+    assert any(not p.is_contiguous() for p in four_d)  # channels_last weights (1x1 or 1-channel ones are both)
+    for p in resumed.model.parameters():
+        for key in ("exp_avg", "exp_avg_sq"):
+            moment = resumed.optimizer.state[p][key]
+            assert moment.stride() == p.stride(), f"{key} of a {tuple(p.shape)} weight: {moment.stride()}"
+    torch.testing.assert_close(train(resumed, 1), train(run, 1), rtol=0, atol=0)  # and it trains on identically
 
 
 @pytest.mark.parametrize("impl", ["fused", "foreach", "for-loop"])
