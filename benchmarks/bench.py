@@ -61,6 +61,8 @@ VARIANTS = {
     "bf16+cl": {"precision": "bf16", "channels_last": True},
     "bf16+fused": {"precision": "bf16", "adam": "fused"},
     "bf16+cl+foreach": {"precision": "bf16", "channels_last": True, "adam": "foreach"},
+    "fp16": {"precision": "fp16"},  # autocast fp16 + GradScaler: what precision=auto picks on Volta/Turing GPUs
+    "fp16+fused": {"precision": "fp16", "adam": "fused"},
     "compile": {"compile": True},
     "compile+fused": {"compile": True, "adam": "fused"},
     "compile+bf16+fused": {"compile": True, "precision": "bf16", "adam": "fused"},
@@ -71,12 +73,14 @@ VARIANTS = {
     "defaults+compile": {"compile": True},
     "defaults+cudagraphs": {"compile": True, "compile_mode": "reduce-overhead"},
     "defaults-1-thread": {"threads": 1},
+    # train.deterministic switches process-wide torch settings: time it in a process of its own (make gpu-check)
+    "defaults+deterministic": {"deterministic": True},
 }
 CPU_SET = ["plain", "fused-adam", "foreach-adam", "channels-last", "bf16", "bf16+cl", "bf16+fused", "bf16+cl+foreach",
            "defaults", "defaults+compile", "1-thread", "defaults-1-thread"]
 CPU_LARGE_SET = ["plain", "defaults", "defaults+compile"]
-CUDA_SET = ["plain", "fused-adam", "channels-last", "bf16", "bf16+cl", "defaults", "defaults+cl", "defaults+compile",
-            "defaults+cudagraphs"]
+CUDA_SET = ["plain", "fused-adam", "channels-last", "bf16", "bf16+cl", "fp16", "fp16+fused", "defaults", "defaults+cl",
+            "defaults+compile", "defaults+cudagraphs"]
 PEAK_BF16_TFLOPS = {"H200": 790.0, "H100": 790.0}  # the issue's figure for the H200's dense bf16 peak
 
 
@@ -245,6 +249,9 @@ def bench_training(data_root, device, args, results):
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in results["device_name"]), None) if cuda else None
     for batch in args.batches:
         names = args.variants or (CUDA_SET if cuda else (CPU_SET if batch <= 16 else CPU_LARGE_SET))
+        if any(VARIANTS[n].get("deterministic") for n in names) and len(names) > 1:
+            raise SystemExit("bench.py: error: defaults+deterministic changes process-wide torch settings (every "
+                             "variant would run deterministically): time it alone, --variants defaults+deterministic")
         steps = args.steps if batch <= 16 or cuda else max(2, args.steps * 16 // batch)
         print(f"  training, batch {batch}: {steps} steps per repeat, {args.repeats} repeats, "
               f"{args.warmup} warm-up repeat(s)", flush=True)
@@ -258,8 +265,9 @@ def bench_training(data_root, device, args, results):
                 fns[name] = (toolkit_loop(run, steps), threads)
                 resolved = {**TrainConfig().__dict__, **options}
                 info[name] = {"options": {k: resolved[k] for k in ("precision", "channels_last", "compile",
-                                                                     "compile_mode", "adam")},
-                              "autocast": str(run.autocast_dtype), "adam_kernel": adam_kernel(run.optimizer),
+                                                                     "compile_mode", "adam", "deterministic")},
+                              "autocast": str(run.autocast_dtype), "precision": run.precision,
+                              "adam_kernel": adam_kernel(run.optimizer),
                               "threads": threads or torch.get_num_threads()}
             times = round_robin(fns, device, args.warmup, args.repeats)
         except torch.cuda.OutOfMemoryError:

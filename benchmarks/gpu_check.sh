@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Everything this project checks on a GPU, as one short run (about 5-8 minutes on an H200):
-#   1. tests/test_gpu.py on cuda (resume, fast paths, CUDA graphs, a GPU checkpoint sampled on the CPU);
-#   2. the speed benchmark's CUDA set at batches 16 and 256 (make bench ARGS="--device cuda").
+#   1. tests/test_gpu.py on cuda (resume, fast paths, fp16 and bf16, deterministic mode, CUDA graphs, a GPU checkpoint
+#      sampled on the CPU);
+#   2. the speed benchmark's CUDA set at batches 16 and 256 (make bench ARGS="--device cuda");
+#   3. the cost of train.deterministic: the defaults with it, timed in a process of their own (its settings are
+#      process-wide), against the defaults of step 2 (deterministic-cost.txt).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]     OUT_DIR: default $OUT (the device tool's), else benchmarks/results
 #
@@ -34,5 +37,24 @@ start=$(date +%s)
 bench=${PIPESTATUS[0]}
 echo "gpu_check: benchmark took $(( $(date +%s) - start )) s"
 
-echo "gpu_check: tests exit $tests, benchmark exit $bench"
-[ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]
+start=$(date +%s)
+"$py" benchmarks/bench.py --device cuda --batches 16 256 --repeats 5 --variants defaults+deterministic \
+    --skip sampling checkpoint --out "$out/deterministic" 2>&1 | tee "$out/bench-deterministic.log"
+det=${PIPESTATUS[0]}
+"$py" - "$out" <<'PY' | tee "$out/deterministic-cost.txt"
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+def rows(folder):
+    files = sorted(folder.glob("*.json"))
+    return json.loads(files[-1].read_text())["training"] if files else []
+base = {r["batch"]: r["img_per_s"] for r in rows(out) if r.get("name") == "defaults"}
+for r in rows(out / "deterministic"):
+    if r.get("name") == "defaults+deterministic" and r["batch"] in base:
+        cost = 1 - r["img_per_s"] / base[r["batch"]]
+        print(f"train.deterministic at batch {r['batch']}: {r['img_per_s']:.0f} img/s vs {base[r['batch']]:.0f} "
+              f"with the defaults ({cost:+.1%} slower)")
+PY
+echo "gpu_check: deterministic benchmark took $(( $(date +%s) - start )) s"
+
+echo "gpu_check: tests exit $tests, benchmark exit $bench, deterministic benchmark exit $det"
+[ "$tests" -eq 0 ] && [ "$bench" -eq 0 ] && [ "$det" -eq 0 ]

@@ -3,7 +3,8 @@ skipped and says why; on a GPU node, or on a lent device machine through ``bench
 ``cuda``. ``DDPM_HPC_GPU_TESTS_DEVICE=cpu`` runs the same checks on the CPU: that exercises their logic, not a GPU.
 
 On a GPU, fp32 convolutions may use TF32 (cuDNN's default in PyTorch) and cuDNN may pick different algorithms in
-different runs, so comparisons there are within float tolerance, not bitwise as on the CPU."""
+different runs, so comparisons there are within float tolerance, not bitwise as on the CPU; except in
+``train.deterministic`` mode, which promises bit-for-bit resume on the same GPU model and is checked bitwise."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from fixtures import write_mnist
 from test_distributed import compare, final_tensors
 from test_fast_paths import assert_close_weights, make_run, train
 
+from ddpm_hpc import devices
 from ddpm_hpc.config import ModelConfig, build_experiment
+from ddpm_hpc.fast_paths import cpu_has_bf16
 
 DEVICE = os.environ.get("DDPM_HPC_GPU_TESTS_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(),
@@ -27,10 +30,10 @@ STEPS, STOP_AT = 6, 3
 LOSS_TOL = {"rtol": 3e-2, "atol": 1e-3}  # bf16 autocast, and TF32 in fp32 convolutions
 
 
-def experiment(device: str = DEVICE, sample: dict | None = None):
+def experiment(device: str = DEVICE, sample: dict | None = None, **train):
     raw = json.loads(json.dumps(TINY))
     raw["model"]["conditioning"] = "embedding"
-    raw["train"].update(steps=STEPS, device=device, label_dropout=0.25, checkpoint_every=2)
+    raw["train"].update(steps=STEPS, device=device, label_dropout=0.25, checkpoint_every=2, **train)
     raw["sample"] = sample or {}
     return build_experiment("gpu", raw, "test_gpu")
 
@@ -52,18 +55,22 @@ def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
     return final_tensors(root, "gpu")
 
 
-def test_an_interrupted_gpu_run_resumes_where_it_stopped(tmp_path, uninterrupted):
+def _interrupted_then_resumed(root, exp) -> dict[str, torch.Tensor]:
     from ddpm_hpc.trainer import train as train_experiment
 
     def stop_once(run):
         if run.step == STOP_AT:
             os.kill(os.getpid(), signal.SIGUSR2)  # the trainer's own handler: save at this step boundary, then stop
 
-    with roots(tmp_path):
-        first = train_experiment(experiment(), log_fn=lambda *_: None, after_step=stop_once)
+    with roots(root):
+        first = train_experiment(exp, log_fn=lambda *_: None, after_step=stop_once)
         assert (first.status, first.step) == ("interrupted", STOP_AT)
-        assert train_experiment(experiment(), log_fn=lambda *_: None).step == STEPS
-    resumed = final_tensors(tmp_path, "gpu")
+        assert train_experiment(exp, log_fn=lambda *_: None).step == STEPS
+    return final_tensors(root, "gpu")
+
+
+def test_an_interrupted_gpu_run_resumes_where_it_stopped(tmp_path, uninterrupted):
+    resumed = _interrupted_then_resumed(tmp_path, experiment())
     assert resumed.keys() == uninterrupted.keys()
     compare(resumed, uninterrupted, atol=1e-4, rtol=1e-3)  # the process RNG states differ by design (a new process)
 
@@ -74,6 +81,56 @@ def test_gpu_fast_paths_train_what_the_plain_path_trains(data_root):
     assert fast.autocast_dtype is torch.bfloat16 and fast.optimizer.param_groups[0]["fused"] is True
     torch.testing.assert_close(train(fast), train(plain), **LOSS_TOL)
     assert_close_weights(fast, plain, atol=4 * 4 * fast.exp.train.lr)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_gpu_autocast_precisions_train_what_fp32_trains(data_root, precision):
+    plain, _ = make_run(data_root, device=DEVICE)
+    fast, _ = make_run(data_root, device=DEVICE, precision=precision)
+    assert fast.precision == precision and fast.scaler.is_enabled() == (precision == "fp16")
+    torch.testing.assert_close(train(fast), train(plain), **LOSS_TOL)
+    assert_close_weights(fast, plain, atol=4 * 4 * fast.exp.train.lr)
+
+
+def test_precision_auto_follows_this_gpus_generation(data_root):
+    """bf16 on 8.0 and newer, fp16 on 7.x, fp32 below; and the GPU is one this torch build has kernels for."""
+    run, _ = make_run(data_root, device=DEVICE, precision="auto")
+    if run.device.type == "cuda":
+        capability = torch.cuda.get_device_capability(run.device)
+        assert run.precision == devices.precision_for("auto", "cuda", capability, cpu_bf16=False)
+        assert devices.gpu_report()[run.device.index or 0]["usable"] is True
+    else:
+        assert run.precision == devices.precision_for("auto", "cpu", None, cpu_has_bf16())
+
+
+@pytest.fixture
+def restore_torch_flags():
+    """train.deterministic switches process-wide torch settings: put them back for the tests that follow."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32)
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.allow_tf32,
+     torch.backends.cuda.matmul.allow_tf32) = saved[2:]
+
+
+def test_deterministic_mode_resumes_bit_for_bit(tmp_path, restore_torch_flags):
+    """train.deterministic: an interrupted run resumed on the same GPU ends with the same bits as an uninterrupted
+    one (without it, cuDNN autotuning, TF32 and non-deterministic kernels make that a tolerance, as above)."""
+    from ddpm_hpc.trainer import train as train_experiment
+
+    exp = experiment(deterministic=True)
+    with roots(tmp_path / "uninterrupted"):
+        assert train_experiment(exp, log_fn=lambda *_: None).step == STEPS
+    assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    if DEVICE == "cuda":
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] in (":4096:8", ":16:8")
+    expected = final_tensors(tmp_path / "uninterrupted", "gpu")
+    resumed = _interrupted_then_resumed(tmp_path / "resumed", exp)
+    differ = [k for k in expected if not k.startswith("rng.") and not torch.equal(resumed[k], expected[k])]
+    assert not differ, f"deterministic mode: {len(differ)} tensors differ after a resume, e.g. {differ[:5]}"
 
 
 def test_compiled_cuda_graphs_train_what_eager_trains(data_root):
