@@ -17,8 +17,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CLI    := $(VENV)/bin/ddpm-hpc
-# The torch build to install. The default pair is the one tested here; on a CUDA cluster you may prefer e.g.
-# TORCH="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cu128".
+# The torch build to install. The default pair is the one tested here: the package index's CUDA 13.0 build, with
+# kernels for sm_75 and newer (Turing, Ampere, Hopper; NVIDIA driver 580+). For Pascal/Volta GPUs or older drivers a
+# CUDA 12.6 build (reported to keep sm_60..sm_90, not verified here):
+# TORCH="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cu126". Check any build with
+# .venv/bin/python -c "import torch; print(torch.cuda.get_arch_list())" (docs/slurm.md, "Which torch build").
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 EXP    ?=
 SET    ?=

@@ -150,11 +150,11 @@ def _driver_advice(build: dict) -> str:
     major = int(build["cuda"].split(".")[0])
     need = MIN_DRIVER.get(major)
     found = f"NVIDIA driver {driver}" if driver else "no NVIDIA driver found (no nvidia-smi, no /proc/driver/nvidia)"
-    needs = f" (CUDA {major} builds need driver {need} or newer)" if need else ""
+    needs = f", and CUDA {major} builds need driver {need} or newer" if need else ""
     return f"{found}{needs}; install a torch build for this driver, e.g. a CUDA 12.6 build"
 
 
-def check_usable_gpu(device: torch.device, allocated: str | None = None) -> None:
+def check_usable_gpu(device: torch.device, allocated: str | None = None, setting: str = "train.device") -> None:
     """Raise :class:`UnsupportedGPU` (one line, its own exit code) when ``device`` is a GPU this torch build has no
     kernels for, or when it is the CPU although a GPU was allocated (``allocated``: ``allocated_gpus()``) that torch
     cannot use. A job holding a GPU must never train on the CPU by accident; ``train.device=cpu`` does it on purpose."""
@@ -174,7 +174,7 @@ def check_usable_gpu(device: torch.device, allocated: str | None = None) -> None
         raise UnsupportedGPU(
             f"this job was given a GPU ({allocated}) but {_describe_build(build)} cannot use it "
             f"(torch.cuda.is_available() is False): {_driver_advice(build)} (check with {ARCH_HINT}), "
-            f"or {fixes_gres}; train.device=cpu trains on the CPU on purpose")
+            f"or {fixes_gres}; {setting}=cpu trains on the CPU on purpose")
 
 
 def resolve_device(name: str, ctx: DistContext, setting: str = "train.device") -> torch.device:
@@ -184,11 +184,11 @@ def resolve_device(name: str, ctx: DistContext, setting: str = "train.device") -
     if name == "auto":
         name = "cuda" if cuda_count() > 0 else "cpu"
         if name == "cpu":
-            check_usable_gpu(torch.device("cpu"), allocated_gpus())
+            check_usable_gpu(torch.device("cpu"), allocated_gpus(), setting)
     if name.startswith("cuda"):
         count = cuda_count()
         if count == 0:
-            check_usable_gpu(torch.device("cpu"), allocated_gpus())  # given a GPU that torch cannot use
+            check_usable_gpu(torch.device("cpu"), allocated_gpus(), setting)  # given a GPU torch cannot use
             build = "" if torch.version.cuda else f" (torch {torch.__version__} is a CPU-only build)"
             raise UserError(f"{setting}={name}, but no CUDA GPU is available here{build}; use {setting}=cpu or auto")
         if name == "cuda":

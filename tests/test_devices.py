@@ -113,6 +113,8 @@ def test_a_job_given_a_gpu_that_torch_cannot_use_never_falls_back_to_the_cpu(mon
             assert part in message, (part, message)
         assert len(message.splitlines()) == 1
     assert devices.resolve_device("cpu", DistContext()) == torch.device("cpu")  # on purpose: allowed
+    with pytest.raises(UnsupportedGPU, match="--device=cpu trains on the CPU on purpose"):
+        devices.resolve_device("auto", DistContext(), "--device")
 
 
 @pytest.mark.parametrize("value", ["", "-1", "NoDevFiles"])
