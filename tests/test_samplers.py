@@ -289,3 +289,22 @@ def test_guided_sampling_with_labels_for_n_greater_than_10():
     conditional = torch.cat([s[:len(s) // 2] for s in seen[::2]])
     assert torch.equal(conditional, labels) and all((s[len(s) // 2:] == 10).all() for s in seen)
     assert len(result.trajectory) == 3 and result.trajectory[0].shape == (8, 3, 32, 32)
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16),
+                                              ("fp16", torch.float16)])
+def test_sampling_runs_the_network_under_the_autocast_of_its_precision(precision, dtype):
+    """Sampling picks its autocast dtype by the training rule (the callers pass the resolved train.precision)."""
+    exp = conditional_experiment(per_class=1)
+    torch.manual_seed(0)
+    model = build_model(exp.model, 10).eval()
+    seen = []
+
+    def spy(x, t, labels):
+        out = model(x, t, labels)
+        seen.append(out.dtype)
+        return out
+
+    labels, n, _ = grid_labels(exp, exp, torch.device("cpu"))
+    result = sample_images(exp, spy, exp, torch.device("cpu"), labels, n, precision=precision)
+    assert set(seen) == {dtype} and result.images.dtype == torch.uint8

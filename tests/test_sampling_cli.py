@@ -102,6 +102,15 @@ def test_samples_of_another_checkpoint_are_never_replaced(lab, capsys):
     assert {p.name: p.read_bytes() for p in samples.glob(f"{GRID}*")} == before
 
 
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_a_grid_records_the_precision_it_was_sampled_in(lab, precision):
+    """train.precision (here explicit; auto goes by the hardware, as in training) sets sampling's autocast."""
+    with roots(lab):
+        assert main(["sample", "ddpm", f"train.precision={precision}", "sample.seed=77"]) == 0
+    info = json.loads((lab / "experiments" / "ddpm" / "samples" / "step0000004-ddim2-n4-seed77.json").read_text())
+    assert info["precision"] == precision
+
+
 def test_sample_tag_format():
     flow = build_experiment("t", {**FLOW, "sample": {**FLOW["sample"], "per_class": 3}}, "test")
     assert sample_tag(1500, flow, True) == "step0001500-euler2-w2-n30-seed1234"  # the grid's count by default
