@@ -51,7 +51,7 @@ def cmd_train(args) -> int:
     exp = load_experiment(args.experiment, args.overrides)  # first: a bad name or file fails without importing torch
     from . import distributed
     from .pipeline import run_training
-    from .trainer import resolve_device
+    from .devices import resolve_device
 
     # Under torchrun (WORLD_SIZE > 1) every process is one rank; otherwise a plain run (rank 0 of 1).
     ctx = distributed.init_from_env(resolve_device(exp.train.device, distributed.DistContext()).type)
@@ -101,7 +101,7 @@ def cmd_eval(args) -> int:
 def cmd_classifier(args) -> int:
     from .distributed import DistContext
     from .metrics.classifier import train_classifier
-    from .trainer import resolve_device
+    from .devices import resolve_device
 
     device = resolve_device(args.device, DistContext(), "--device")
     clf = train_classifier(args.dataset, steps=args.steps, seed=args.seed, device=device, force=args.force)

@@ -74,7 +74,7 @@ def init_from_env(device_kind: str) -> DistContext:
     if not dist.is_initialized():
         backend = "nccl" if device_kind == "cuda" else "gloo"
         kwargs = {}
-        if backend == "nccl":  # bind the group to this rank's GPU (what trainer.resolve_device picks too)
+        if backend == "nccl":  # bind the group to this rank's GPU (what devices.resolve_device picks too)
             index = local % max(torch.cuda.device_count(), 1)  # cuda:0 when SLURM gave each task its own GPU
             torch.cuda.set_device(index)
             kwargs["device_id"] = torch.device("cuda", index)

@@ -23,3 +23,11 @@ class TrainingDiverged(UserError):
     """The loss or the weights stopped being finite: training stops without saving the broken state."""
 
     exit_code = 4
+
+
+class UnsupportedGPU(UserError):
+    """The GPU this run was given cannot be used by the installed torch (no kernels for its sm, or CUDA unavailable
+    although a GPU was allocated). Its own exit code: a job that ends with it is not requeued, since a requeue would
+    land on the same kind of node again."""
+
+    exit_code = 5

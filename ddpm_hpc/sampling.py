@@ -33,7 +33,7 @@ from .logging_utils import Progress, log
 from .models import build_model
 from .samplers import SAMPLERS, guided, network_evaluations
 from .schedules import make_schedule
-from .trainer import resolve_device
+from .devices import resolve_device
 
 NUM_CLASSES = {name: 10 for name in DATASETS}
 

@@ -21,11 +21,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__, checkpoint, paths, state
-from .config import Experiment, check_device, experiment_from_json
+from .config import Experiment, experiment_from_json
+from .devices import resolve_device
 from .data import BatchSampler, load_dataset, to_model_range
 from .distributed import DistContext, sync_batchnorm
 from .ema import EMA
-from .errors import CheckpointMismatch, TrainingDiverged, UserError
+from .errors import CheckpointMismatch, TrainingDiverged
 from .fast_paths import autocast_dtype, compile_model, make_adam
 from .logging_utils import Progress, format_seconds, log
 from .models import build_model
@@ -64,24 +65,6 @@ class StopFlag:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-def resolve_device(name: str, ctx: DistContext, setting: str = "train.device") -> torch.device:
-    """``auto``, ``cpu``, ``cuda`` (this rank's GPU) or ``cuda:N``; a GPU that is not there is a UserError."""
-    check_device(name, setting)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            build = "" if torch.version.cuda else f" (torch {torch.__version__} is a CPU-only build)"
-            raise UserError(f"{setting}={name}, but no CUDA GPU is available here{build}; use {setting}=cpu or auto")
-        if name == "cuda":
-            name = f"cuda:{ctx.local_rank % count}"  # one GPU per task if SLURM bound it
-        elif int(name[5:]) >= count:
-            gpus = "1 CUDA GPU (cuda:0)" if count == 1 else f"{count} CUDA GPUs (cuda:0 to cuda:{count - 1})"
-            raise UserError(f"{setting}={name}, but this machine has {gpus}")
-    return torch.device(name)
 
 
 def step_seed(seed: int, step: int) -> int:

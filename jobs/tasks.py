@@ -18,6 +18,10 @@ Pre-emption and time limits (both arrive as SIGUSR2, sent to the srun step):
    submitit's handler, which calls :meth:`checkpoint` (a fresh job, no state) and requeues; nothing is lost
    because nothing was trained in that window.
 
+A GPU that the installed torch cannot drive (no kernels for its sm, or CUDA unavailable although SLURM allocated a
+GPU: ``ddpm_hpc.devices.UnsupportedGPU``) ends the job at once with that error's exit code and one line in the events,
+never requeued: a requeue would land on the same kind of node. The start event records the device actually used.
+
 Several tasks (``slurm.gpus_per_node`` > 1, ``slurm.nodes`` > 1, or ``slurm.tasks_per_node``): every task runs
 :class:`TrainJob`, one rank each. ``TorchDistributedEnvironment().export()`` sets RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR and MASTER_PORT from the SLURM variables, then ``distributed.init_from_env`` joins the process group (NCCL
@@ -38,6 +42,7 @@ import submitit
 from submitit.core.utils import temporary_save_path
 
 from ddpm_hpc.config import experiment_from_json
+from ddpm_hpc.errors import UnsupportedGPU
 
 from . import registry
 from .slurm import SlurmUnavailable, requeue
@@ -85,7 +90,7 @@ def _rank() -> tuple[int, int]:
 def _init_distributed(exp):
     """A :class:`DistContext`: rank 0 of 1 for one task, else the joined process group of this job's tasks."""
     from ddpm_hpc.distributed import DistContext, init_from_env
-    from ddpm_hpc.trainer import resolve_device
+    from ddpm_hpc.devices import resolve_device
 
     if _rank()[1] <= 1:
         return DistContext()
@@ -150,6 +155,19 @@ class _Job(submitit.helpers.Checkpointable):
         self._event(exp_name, "failed", message=message)
         print(f"error: {message}", file=sys.stderr, flush=True)
 
+    def _fail_for_good(self, exp_name: str, exc: UnsupportedGPU) -> None:
+        """A GPU the installed torch cannot use: end the job with UnsupportedGPU's own exit code and no result, so
+        it ends FAILED and is never requeued (a requeue would land on the same kind of node and fail again)."""
+        self._fail(exp_name, exc)
+        sys.exit(exc.exit_code)
+
+
+def _device_fields(exp, ctx) -> dict:
+    """The device this rank trains or samples on, for the start event; raises UnsupportedGPU for an unusable GPU."""
+    from ddpm_hpc.devices import describe_device, resolve_device
+
+    return describe_device(resolve_device(exp.train.device, ctx))
+
 
 class TrainJob(_Job):
     kind = "train"
@@ -172,9 +190,12 @@ class TrainJob(_Job):
             if ctx.enabled:
                 print(f"rank {ctx.rank} of {ctx.world_size} (local rank {ctx.local_rank}) on {os.uname().nodename}"
                       + ("" if ctx.is_main else ": training; rank 0 logs the progress"), flush=True)
+            device = _device_fields(exp, ctx)
             self._event(exp.name, "start", step=_latest_step(exp.name), total=exp.train.steps,
-                        host=os.uname().nodename, world_size=ctx.world_size)
+                        host=os.uname().nodename, world_size=ctx.world_size, **device)
             outcome = run_training(exp, ctx, after_step=(lambda run: time.sleep(delay)) if delay > 0 else None)
+        except UnsupportedGPU as exc:
+            self._fail_for_good(exp.name, exc)
         except Exception as exc:  # UserError (missing data, checkpoint mismatch) or a bug: one line for make status
             self._fail(exp.name, exc)
             raise
@@ -237,10 +258,14 @@ class SampleJob(_Job):
     def __call__(self) -> str:
         from ddpm_hpc.pipeline import run_sampling
 
+        from ddpm_hpc.distributed import DistContext
+
         exp, _ = self._setup()
-        self._event(exp.name, "start", host=os.uname().nodename)
         try:
+            self._event(exp.name, "start", host=os.uname().nodename, **_device_fields(exp, DistContext()))
             png = run_sampling(exp)
+        except UnsupportedGPU as exc:
+            self._fail_for_good(exp.name, exc)
         except Exception as exc:
             self._fail(exp.name, exc)
             raise

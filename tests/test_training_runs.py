@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from _train_helpers import EXP, TINY, ckpt_dir, metrics_lines, roots, start_cli, write_experiment
-from ddpm_hpc import logging_utils, trainer
+from ddpm_hpc import devices, logging_utils, trainer
 from ddpm_hpc.cli import main
 from ddpm_hpc.config import load_experiment
 from ddpm_hpc.distributed import DistContext
@@ -39,10 +39,14 @@ def run_root(tmp_path):
 
 @pytest.fixture
 def gpus(monkeypatch):
-    """Pretend this machine has n CUDA GPUs (0: none); torch.device('cuda:N') needs no GPU to exist."""
+    """Pretend this machine has n CUDA GPUs (0: none), A100s (8.0) that the build can drive: a mock of GPUs this
+    machine lacks (torch.device('cuda:N') needs no GPU to exist). No GPU was allocated to this process."""
     def set_count(n: int):
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
-        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+        monkeypatch.setattr(devices, "cuda_count", lambda: n)
+        monkeypatch.setattr(devices, "device_capability", lambda index: (8, 0))
+        monkeypatch.setattr(devices, "arch_list", lambda: ["sm_80"])
+        for var in devices.GPU_VARS:
+            monkeypatch.delenv(var, raising=False)
     return set_count
 
 
@@ -50,18 +54,18 @@ def test_cuda_without_a_gpu_is_one_line(gpus):
     gpus(0)
     for name in ("cuda", "cuda:0", "cuda:1"):
         with pytest.raises(UserError, match=f"train.device={name}, but no CUDA GPU is available here.*cpu or auto"):
-            trainer.resolve_device(name, DistContext())
-    assert trainer.resolve_device("auto", DistContext()).type == "cpu"
+            devices.resolve_device(name, DistContext())
+    assert devices.resolve_device("auto", DistContext()).type == "cpu"
 
 
 def test_cuda_index_beyond_the_gpus(gpus):
     gpus(2)
-    assert trainer.resolve_device("cuda:1", DistContext()) == torch.device("cuda:1")
-    assert trainer.resolve_device("cuda", DistContext(rank=3, local_rank=3, world_size=4)) == torch.device("cuda:1")
+    assert devices.resolve_device("cuda:1", DistContext()) == torch.device("cuda:1")
+    assert devices.resolve_device("cuda", DistContext(rank=3, local_rank=3, world_size=4)) == torch.device("cuda:1")
     with pytest.raises(UserError, match=r"cuda:2, but this machine has 2 CUDA GPUs \(cuda:0 to cuda:1\)"):
-        trainer.resolve_device("cuda:2", DistContext())
+        devices.resolve_device("cuda:2", DistContext())
     with pytest.raises(ConfigError, match="--device: 'tpu' is not a device"):
-        trainer.resolve_device("tpu", DistContext(), "--device")
+        devices.resolve_device("tpu", DistContext(), "--device")
 
 
 def test_train_on_cuda_without_a_gpu_through_the_cli(run_root, gpus, capsys):

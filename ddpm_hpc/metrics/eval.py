@@ -32,7 +32,7 @@ from ..distributed import DistContext
 from ..errors import UserError
 from ..logging_utils import log
 from ..sampling import NUM_CLASSES, Loaded, class_blocks, load_for_sampling, sample_images, sample_tag
-from ..trainer import resolve_device
+from ..devices import resolve_device
 from . import classifier, fid
 
 
