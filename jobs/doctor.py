@@ -99,7 +99,9 @@ def run_doctor(name: str | None, overrides: list[str], submit: bool = False, wai
     if submit:
         probe = run_probe(exp, on_cluster, folder / f"{stamp}-probe.json", wait_min, out)
         report["probe"] = probe
-        checks += [Check(**c) for c in probe["checks"]]
+        for check in (Check(**c) for c in probe["checks"]):
+            out(check.line())
+            checks.append(check)
         write_json(path, report)
     out(f"{summary(checks)}; written to {_display(path)}")
     return 1 if any(c.status == PROBLEM for c in checks) else 0
@@ -145,9 +147,11 @@ def _queue_state(job_id: str) -> str | None:
     return state if reason in ("", "None") else f"{state} ({reason})"
 
 
-def wait_for_answer(job_id: str, answer: Path, timeout_s: float, out, poll_s: float = POLL_S) -> tuple[dict | None,
-                                                                                                        str | None]:
-    """Poll the probe's answer file (complete) and the queue; (answer or None, last queue state or None if gone)."""
+def wait_for_answer(job_id: str, answer: Path, timeout_s: float, out, poll_s: float = POLL_S,
+                    grace_s: float = 10.0) -> tuple[dict | None, str | None]:
+    """Poll the probe's answer file and the queue until the answer is complete, the job has left the queue (plus
+    ``grace_s`` for a shared filesystem to show the file) or ``timeout_s`` has passed.
+    Returns (the answer as read last, or None; the job's queue state if it is still queued, else None)."""
     start, said, last, gone_since = time.monotonic(), 0.0, "", None
     while True:
         data = read_json(answer)
@@ -160,7 +164,7 @@ def wait_for_answer(job_id: str, answer: Path, timeout_s: float, out, poll_s: fl
             said, last = waited, state
         if state is None:  # ended: allow a shared filesystem a few seconds to show the file
             gone_since = gone_since or time.monotonic()
-            if time.monotonic() - gone_since > 10:
+            if time.monotonic() - gone_since > grace_s:
                 return data, None
         if waited > timeout_s:
             return data, state
@@ -182,8 +186,6 @@ def run_probe(exp, on_cluster: bool, answer: Path, wait_min: float, out) -> dict
         f"(Ctrl-C stops waiting; the job still writes {_display(answer)})")
     data, still = wait_for_answer(job_id, answer, wait_min * 60, out)
     checks = answer_checks(exp, job_id, data, still, logs, answer)
-    for check in checks:
-        out(check.line())
     return {"job_id": job_id, "answer_file": str(answer), "answer": data, "checks": as_json(checks)}
 
 
@@ -193,10 +195,18 @@ def answer_checks(exp, job_id: str, data: dict | None, still: str | None, logs: 
                         f"read that file later, or scancel {job_id}")]
     if data is None or not data.get("complete"):
         tail = _log_tail(logs, job_id)
-        return [problem("probe", f"job {job_id} ended without " + ("finishing" if data else "an answer")
-                        + (f"; its log ends: {tail}" if tail else ""),
-                        f"see {_display(logs)}/{job_id}_0_log.err; is {_display(answer.parent)} on a filesystem "
-                        f"the compute nodes share?")] + (probe_checks(exp, data) if data else [])
+        log, ends = f"see {_display(logs)}/{job_id}_0_log.err", f"; its log ends: {tail}" if tail else ""
+        if data is None:
+            head = problem("probe", f"job {job_id} ended without an answer{ends}",
+                           f"{log}; is {_display(answer.parent)} on a filesystem the compute nodes share?")
+        elif data.get("stage") == "USR2 self-test":
+            head = problem("pre-emption warning", f"job {job_id} died when it sent itself USR2: the signal killed the "
+                                                  f"job instead of reaching the Python process"
+                           + (f" (log: {tail})" if tail else ""),
+                           f"{log}; Python must run as the srun step (no `exec` in slurm.setup, no wrapper)")
+        else:
+            head = problem("probe", f"job {job_id} ended during the {data.get('stage')}{ends}", log)
+        return [head] + (probe_checks(exp, data) if data else [])
     return probe_checks(exp, data)
 
 

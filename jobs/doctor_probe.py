@@ -117,15 +117,22 @@ class DoctorProbe:
         job_id = os.environ.get("SLURM_JOB_ID")
         report: dict = {"complete": False, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         "host": os.uname().nodename, "job_id": job_id,
-                        "partition": os.environ.get("SLURM_JOB_PARTITION"),
-                        "usr2": usr2_self_test(job_id), "scontrol": shutil.which("scontrol")}
+                        "partition": os.environ.get("SLURM_JOB_PARTITION")}
+        # Each stage is on disk before it starts: a job killed during one tells the login side which (a USR2 that
+        # kills the job instead of reaching Python, a GPU that hangs the benchmark).
+        self._stage(report, "USR2 self-test")
+        report["usr2"] = usr2_self_test(job_id)
+        report["scontrol"] = shutil.which("scontrol")
         self._device_facts(report)
-        write_json(Path(self.answer), report)  # the facts so far, in case the benchmark dies
+        self._stage(report, "benchmark")
         report["benchmark"] = self._benchmark(report)
-        report["complete"] = True
-        report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        report.update(complete=True, stage=None, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         write_json(Path(self.answer), report)
         return self.answer
+
+    def _stage(self, report: dict, stage: str) -> None:
+        report["stage"] = stage
+        write_json(Path(self.answer), report)
 
     def _device_facts(self, report: dict) -> None:
         try:

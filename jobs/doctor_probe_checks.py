@@ -23,8 +23,10 @@ def probe_checks(exp, answer: dict) -> list[Check]:
             out.append(problem("GPUs on the node", f"the job was given a GPU ({given}) but torch sees none")
                        if given else problem("GPUs on the node", "none visible, although slurm: asks for one")
                        if wants_gpu else ok("GPUs on the node", "none (a CPU job)"))
-    out += [_usr2_check(answer.get("usr2") or {}), _scontrol_check(answer.get("scontrol"))]
-    out += _benchmark_checks(answer.get("benchmark"))
+    if "usr2" in answer:
+        out += [_usr2_check(answer["usr2"]), _scontrol_check(answer.get("scontrol"))]
+    if "benchmark" in answer:
+        out += _benchmark_checks(answer["benchmark"])
     return out
 
 
@@ -49,9 +51,7 @@ def _scontrol_check(path: str | None) -> Check:
                    "add the folder holding scontrol to PATH in slurm.setup, or ask the admins")
 
 
-def _benchmark_checks(bench: dict | None) -> list[Check]:
-    if bench is None:
-        return [warning("benchmark", "did not run (the job ended first)")]
+def _benchmark_checks(bench: dict) -> list[Check]:
     if bench.get("error"):
         return [problem("device", bench["error"])]
     out = []
