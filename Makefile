@@ -91,7 +91,7 @@ sample:
 #   SUBMIT=1 also sends a short probe job and reports from a compute node; answers in experiments/_doctor/<time>.json
 .PHONY: doctor
 doctor:
-	@$(CLI) doctor $(or $(EXP),demo) $(SET) $(if $(filter 1 yes true,$(SUBMIT)),--submit) $(if $(WAIT),--wait $(WAIT))
+	@$(CLI) doctor $(EXP) $(SET) $(if $(filter 1 yes true,$(SUBMIT)),--submit) $(if $(WAIT),--wait $(WAIT))
 
 test-slurm:
 	bash tests/slurm/cluster.sh up && $(PY) -m pytest -q -m slurm tests/slurm; \

@@ -56,9 +56,9 @@ def login_checks(exp, on_cluster: bool, facts: dict) -> list[Check]:
         cluster = doctor_slurm.gather()
         facts["slurm"] = cluster.to_json()
         if cluster.partitions is None:
-            checks.append(problem("SLURM", f"sbatch is here but the controller does not answer: "
-                                           f"{next(iter(cluster.errors.values()), '?')}", "try again later, or ask "
-                                                                                          "the admins"))
+            why = next(iter(cluster.errors.values()), "?")
+            checks.append(problem("SLURM", f"sbatch is here but the controller does not answer: {why}",
+                                  "check SLURM_CONF, try again later, or ask the admins"))
         else:
             checks.append(ok("SLURM", cluster.version or "version unknown"))
             groups, is_root = doctor_slurm.user_groups(), os.geteuid() == 0
@@ -82,6 +82,8 @@ def login_checks(exp, on_cluster: bool, facts: dict) -> list[Check]:
 
 def run_doctor(name: str | None, overrides: list[str], submit: bool = False, wait_min: float = 30.0,
                out=print) -> int:
+    if wait_min < 0:
+        raise UserError(f"--wait {wait_min:g}: minutes to wait for the probe must be 0 or more")
     name = name or default_experiment()
     exp = load_experiment(name, overrides)
     on_cluster = not slurm.missing_submit_commands()
@@ -91,7 +93,7 @@ def run_doctor(name: str | None, overrides: list[str], submit: bool = False, wai
     for check in checks:
         out(check.line())
     folder = doctor_dir()
-    stamp = new_stamp(folder) if folder.is_dir() else time.strftime("%Y%m%d-%H%M%S")
+    stamp = new_stamp(folder)
     report = {"stamp": stamp, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
               "experiment": exp.name, "overrides": list(overrides), "slurm_settings": dict(vars(exp.slurm)),
               "checks": as_json(checks), "facts": facts, "probe": None}
@@ -113,8 +115,13 @@ def probe_parameters(exp) -> dict:
     requeue: a probe that is pre-empted is simply gone."""
     params = sbatch_parameters(exp, "sample")
     minutes = min(exp.slurm.time_min, PROBE_TIME_MIN)
-    params.update(job_name="ddpm-doctor", time=minutes, signal_delay_s=min(params["signal_delay_s"], minutes * 20))
-    params["additional_parameters"] = {k: v for k, v in params["additional_parameters"].items() if k != "requeue"}
+    delay = min(params["signal_delay_s"], minutes * 20)  # a time-limit warning must not come before the probe ends
+    params.update(job_name="ddpm-doctor", time=minutes, signal_delay_s=delay)
+    extra = {k: v for k, v in params["additional_parameters"].items() if k != "requeue"}
+    extra["no_requeue"] = True  # also where JobRequeue=1 makes jobs requeueable by default
+    if "signal" in extra:  # a pinned --signal=SIG@N line: same signal, the probe's delay
+        extra["signal"] = f"{str(extra['signal']).split('@')[0]}@{delay}"
+    params["additional_parameters"] = extra
     return params
 
 
@@ -184,7 +191,11 @@ def run_probe(exp, on_cluster: bool, answer: Path, wait_min: float, out) -> dict
     job_id = str(job.job_id)
     out(f"submitted probe job {job_id} ({probe_parameters(exp)['time']} min limit); waiting up to {wait_min:g} min "
         f"(Ctrl-C stops waiting; the job still writes {_display(answer)})")
-    data, still = wait_for_answer(job_id, answer, wait_min * 60, out)
+    try:
+        data, still = wait_for_answer(job_id, answer, wait_min * 60, out)
+    except KeyboardInterrupt:  # stop waiting, keep the job: its answer file still comes
+        data, still = read_json(answer), "queued or running (stopped waiting)"
+        data = data if data and data.get("complete") else None
     checks = answer_checks(exp, job_id, data, still, logs, answer)
     return {"job_id": job_id, "answer_file": str(answer), "answer": data, "checks": as_json(checks)}
 

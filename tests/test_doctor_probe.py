@@ -55,8 +55,11 @@ def test_probe_asks_for_what_the_experiment_asks_but_briefly(exps, tmp_path):
     assert "requeue" not in params["additional_parameters"] and params["partition"] == "ug-gpu-small"
     script = _make_sbatch_string(command="python -u -m submitit.core._submit x", folder=tmp_path, **params)
     assert "#SBATCH --signal=USR2@" in script and "#SBATCH --qos=short" in script
+    assert "#SBATCH --no-requeue\n" in script and "#SBATCH --requeue\n" not in script
     assert "srun" in script  # Python runs as the srun task: where --signal=USR2@N (without B:) is delivered
     assert params["signal_delay_s"] * 2 <= params["time"] * 60
+    late = doctor.probe_parameters(_exp("slurm.time_min=600", "slurm.signal_delay_s=900"))
+    assert late["signal_delay_s"] == 200  # not 900 s before a 10-minute limit: that warning would come at once
 
 
 @pytest.mark.parametrize("device, capability, cpu_bf16, expected", [
