@@ -110,22 +110,23 @@ def _gres_checks(exp: Experiment, pname: str, groups: list[NodeGroup], arch_list
     if gpus > most:
         return [problem("slurm.gres", f"{gpus} GPU(s) per node requested, but {pname}'s nodes have at most {most}"
                                       + (f" {wanted}" if wanted else ""), f"lower slurm.gpus_per_node to {most}")]
-    if runs_on is None or not arch_list:
-        return [ok("slurm.gres", f"{s.gres or f'{gpus} GPU(s)'} available in {pname}")]
+    asked = s.gres or f"{gpus} GPU(s)"
     reachable = [wanted] if wanted else [t for t in types if t]
-    unusable = [t for t in reachable if t in GRES_TYPE_CAPABILITIES
-                and not all(runs_on(c, arch_list) for c in GRES_TYPE_CAPABILITIES[t])]
+    known = [t for t in reachable if t in GRES_TYPE_CAPABILITIES]
+    if runs_on is None or not arch_list or not known:
+        unnamed = "" if known else " (GPU generation not named by the gres types: SUBMIT=1 checks a node's GPU)"
+        return [ok("slurm.gres", f"{asked} available in {pname}{unnamed}")]
+    unusable = [t for t in known if not all(runs_on(c, arch_list) for c in GRES_TYPE_CAPABILITIES[t])]
     if not unusable:
-        return [ok("slurm.gres", f"{s.gres or f'{gpus} GPU(s)'} available in {pname}; this torch has kernels for "
-                                 f"{', '.join(t for t in reachable if t) or 'them'}")]
+        return [ok("slurm.gres", f"{asked} available in {pname}; this torch has kernels for {', '.join(known)}")]
     sms = ", ".join(f"sm_{a}{b}" for t in unusable for a, b in GRES_TYPE_CAPABILITIES[t])
-    good = [t for t in types if t and t not in unusable]
-    fix = (f"set slurm.gres=gpu:{good[-1]}:1" if good else "pick another partition") + \
+    good = [f"gpu:{t}:{gpus}" for t in types if t and t not in unusable]
+    fix = (f"set slurm.gres to {' or '.join(good)}" if good else "pick another partition") + \
         f", or install a torch build with {sms} (e.g. a CUDA 12.6 build; check torch.cuda.get_arch_list())"
     if wanted:
         return [problem("slurm.gres", f"{s.gres}: this torch build has no kernels for {wanted} ({sms})", fix)]
-    return [warning("slurm.gres", f"{s.gres or 'an untyped GPU'} may land on {', '.join(unusable)} ({sms}) in "
-                                  f"{pname}, which this torch build cannot drive (the job then fails at once)", fix)]
+    return [warning("slurm.gres", f"{asked} may land on {', '.join(unusable)} ({sms}) in {pname}, which this torch "
+                                  f"build cannot drive (the job then fails at once)", fix)]
 
 
 def fit_checks(exp: Experiment, facts: ClusterFacts, groups: set[str], is_root: bool,

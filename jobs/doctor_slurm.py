@@ -16,6 +16,11 @@ from dataclasses import asdict, dataclass, field
 
 from . import slurm
 
+# The parts of `scontrol show config` that matter to these jobs (kept in the JSON file).
+CONFIG_KEYS = ("SLURM_VERSION", "ClusterName", "Preempt", "SlurmctldParameters", "JobRequeue", "MaxBatchRequeue",
+               "KillWait", "ProctrackType", "TaskPlugin", "MinJobAge", "SelectType", "GresTypes", "AccountingStorage")
+
+
 @dataclass(frozen=True)
 class Gres:
     name: str  # "gpu"
@@ -161,7 +166,8 @@ def gather() -> ClusterFacts:
     text = _try(facts, ["sinfo", "-h", "-o", "%P|%G|%m|%c"])
     facts.nodes = parse_sinfo(text) if text is not None else None
     text = _try(facts, ["scontrol", "show", "config"])
-    facts.config = parse_config(text) if text is not None else None
+    facts.config = {k: v for k, v in parse_config(text).items() if k.startswith(CONFIG_KEYS)} \
+        if text is not None else None
     text = _try(facts, ["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxWall,Preempt,PreemptMode,GraceTime"])
     if text is not None:
         facts.qos = {r["name"]: r for r in parse_table(text, ("name", "max_wall", "preempt", "mode", "grace"))}

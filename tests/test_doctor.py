@@ -166,6 +166,8 @@ def test_gpu_generations_against_the_torch_build(exps):
     pascal = _fit(_exp(*LOCAL, "slurm.gres=gpu:pascal:1", "slurm.gpus_per_node=1"), facts)["slurm.gres"]
     assert pascal.status == "problem" and "sm_60, sm_61" in pascal.message
     assert _fit(_exp(*LOCAL, "slurm.gres=gpu:turing:1", "slurm.gpus_per_node=1"), facts)["slurm.gres"].status == "ok"
+    local = _fit(_exp(*LOCAL, *gpu))["slurm.gres"]  # the local cluster's gres names no type
+    assert local.status == "ok" and "not named" in local.message
     lines = doctor_fit.partition_lines(facts, {"root"}, True)
     assert "gpu:pascal:4, gpu:turing:2" in lines[0].message
 

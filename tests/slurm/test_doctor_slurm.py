@@ -15,13 +15,17 @@ from test_jobs import REPO, TINY, make_lab
 pytestmark = pytest.mark.slurm
 
 
+def _doctor(lab, settings: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    args = ["make", "-s", "-C", str(REPO), "doctor", "EXP=probe", f"SET={settings}", "SUBMIT=1", "WAIT=4"]
+    proc = subprocess.run(args, capture_output=True, text=True, env=lab.env, timeout=400)
+    return proc, [line.split()[3] for line in proc.stdout.splitlines() if line.startswith("submitted probe job")]
+
+
 def test_doctor_submits_a_probe_that_sees_usr2(slurm_cluster, tmp_path_factory):
     lab = make_lab(tmp_path_factory, "doctor-lab")
     lab.write_experiment("probe", TINY)
-    args = ["make", "-s", "-C", str(REPO), "doctor", "EXP=probe", "SET=data.batch_size=4", "SUBMIT=1", "WAIT=4"]
-    proc = subprocess.run(args, capture_output=True, text=True, env=lab.env, timeout=400)
+    proc, job_ids = _doctor(lab, "data.batch_size=4")
     out = proc.stdout
-    job_ids = [w for line in out.splitlines() if line.startswith("submitted probe job") for w in line.split()[3:4]]
     try:
         assert proc.returncode == 0, f"{out}\n{proc.stderr}"
         assert "ok       SLURM: slurm-wlm 22.05.8" in out
@@ -48,4 +52,20 @@ def test_doctor_submits_a_probe_that_sees_usr2(slurm_cluster, tmp_path_factory):
                                       30, "the probe job to be COMPLETED in sacct")
     finally:
         for job_id in job_ids:  # a probe that is still there (a failed assertion) must not linger on the shared node
+            subprocess.run(["scancel", job_id], capture_output=True)
+
+
+def test_probe_reports_a_gpu_that_torch_cannot_use(slurm_cluster, tmp_path_factory):
+    """The local cluster's GPU is a gres with File=/dev/null: SLURM sets CUDA_VISIBLE_DEVICES=0 but there is no NVIDIA
+    driver, what a CUDA 13 build sees on a node whose driver is too old. No mock: the probe must say so, exit 1."""
+    lab = make_lab(tmp_path_factory, "doctor-gpu-lab")
+    lab.write_experiment("probe", TINY)
+    proc, job_ids = _doctor(lab, "slurm.gres=gpu:1 slurm.gpus_per_node=1 train.device=auto data.batch_size=4")
+    try:
+        assert "doctor] Error 1" in proc.stderr, f"{proc.stdout}\n{proc.stderr}"  # ddpm-hpc doctor exited 1
+        assert "PROBLEM  GPUs on the node: the job was given a GPU (" in proc.stdout, proc.stdout
+        assert "PROBLEM  device: UnsupportedGPU: this job was given a GPU" in proc.stdout
+        assert "ok       pre-emption warning: USR2 reached the Python process" in proc.stdout
+    finally:
+        for job_id in job_ids:
             subprocess.run(["scancel", job_id], capture_output=True)
