@@ -154,7 +154,8 @@ def fit_checks(exp: Experiment, facts: ClusterFacts, groups: set[str], is_root: 
         if (allowed is not None and s.qos not in allowed) or (denied and s.qos in denied):
             out.append(problem("slurm.qos", f"{s.qos} is not allowed in {s.partition} (AllowQos="
                                             f"{part.get('AllowQos')}, DenyQos={part.get('DenyQos', 'none')})",
-                               f"use one of: {', '.join(sorted(allowed or []))}"))
+                               f"use one of: {', '.join(sorted(allowed))}" if allowed else
+                               f"use a QOS other than {part.get('DenyQos')}"))
         elif facts.qos is not None and facts.qos and s.qos not in facts.qos:
             out.append(problem("slurm.qos", f"no QOS named {s.qos} (sacctmgr show qos)",
                                f"use one of: {', '.join(sorted(facts.qos))}"))
@@ -167,9 +168,9 @@ def fit_checks(exp: Experiment, facts: ClusterFacts, groups: set[str], is_root: 
             timing = _time_checks(exp, wall, f"QOS {s.qos}", "pick a QOS with a longer MaxWall") if wall else []
             out += timing or [ok("slurm.qos", f"{s.qos} allowed" + (f", MaxWall {wall}" if wall else "")
                                  + ("" if facts.user_qos is not None else " (your associations are not visible)"))]
-    groups_ = (facts.nodes or {}).get(s.partition, [])
-    out += _gres_checks(exp, s.partition, groups_, arch_list, runs_on)
-    mem = max((g.mem_mb or 0 for g in groups_), default=0)
+    nodes = (facts.nodes or {}).get(s.partition, [])
+    out += _gres_checks(exp, s.partition, nodes, arch_list, runs_on)
+    mem = max((g.mem_mb or 0 for g in nodes), default=0)
     limit = part.get("MaxMemPerNode", "UNLIMITED")
     if s.mem_gb and limit.isdigit() and s.mem_gb * 1024 > int(limit):
         out.append(problem("slurm.mem_gb", f"{s.mem_gb:g} GB is more than {s.partition}'s MaxMemPerNode {limit} MB",
@@ -177,7 +178,7 @@ def fit_checks(exp: Experiment, facts: ClusterFacts, groups: set[str], is_root: 
     elif s.mem_gb and mem and s.mem_gb * 1024 > mem:
         out.append(problem("slurm.mem_gb", f"{s.mem_gb:g} GB is more than the nodes of {s.partition} have "
                                            f"({mem} MB)", f"set slurm.mem_gb <= {mem // 1024}"))
-    cpus = max((g.cpus or 0 for g in groups_), default=0)
+    cpus = max((g.cpus or 0 for g in nodes), default=0)
     want = s.cpus_per_task * tasks_per_node(exp)
     if cpus and want > cpus:
         out.append(problem("slurm.cpus_per_task", f"{want} CPUs per node requested ({s.cpus_per_task} per task), "

@@ -143,6 +143,9 @@ def test_qos_allowed_where_visible(exps):
     assert _fit(_exp(*LOCAL, "slurm.qos=short"), _facts(text))["slurm.qos"].status == "ok"
     bad = _fit(_exp(*LOCAL, "slurm.qos=long-high-prio"), _facts(text))["slurm.qos"]
     assert bad.status == "problem" and "debug, short" in bad.fix
+    denied = SCONTROL.replace("AllowQos=ALL", "AllowQos=ALL DenyQos=long-low-prio", 1)
+    bad = _fit(_exp(*LOCAL, "slurm.qos=long-low-prio"), _facts(denied))["slurm.qos"]
+    assert bad.status == "problem" and bad.fix == "use a QOS other than long-low-prio"
     # sacctmgr's QOS list (the local cluster's: only "normal") and this user's associations
     qos = {"normal": {"name": "normal", "max_wall": "", "preempt": "", "mode": "cluster", "grace": "00:00:00"}}
     assert _fit(_exp(*LOCAL, "slurm.qos=short"), _facts(qos=qos))["slurm.qos"].status == "problem"
