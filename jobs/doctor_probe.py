@@ -125,7 +125,7 @@ class DoctorProbe:
         report["scontrol"] = shutil.which("scontrol")
         self._device_facts(report)
         self._stage(report, "benchmark")
-        report["benchmark"] = self._benchmark(report)
+        report["benchmark"] = self._benchmark()
         report.update(complete=True, stage=None, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         write_json(Path(self.answer), report)
         return self.answer
@@ -144,15 +144,16 @@ class DoctorProbe:
         except Exception as exc:  # a broken CUDA install must not cost the other answers
             report["device_error"] = _error(exc)
 
-    def _benchmark(self, report: dict) -> dict:
+    def _benchmark(self) -> dict:
         from ddpm_hpc import devices
         from ddpm_hpc.config import experiment_from_json
+        from ddpm_hpc.distributed import DistContext
         from ddpm_hpc.fast_paths import cpu_has_bf16
 
         exp = experiment_from_json(self.config_json)
         out: dict = {"experiment": exp.name, "arch": exp.model.arch, "results": []}
         try:
-            device = devices.resolve_device(exp.train.device, _dist_context())  # refuses an unusable GPU
+            device = devices.resolve_device(exp.train.device, DistContext())  # refuses an unusable GPU
         except Exception as exc:
             out["error"] = _error(exc)
             return out
@@ -166,8 +167,3 @@ class DoctorProbe:
         out["note"] = note[0] if note else None
         return out
 
-
-def _dist_context():
-    from ddpm_hpc.distributed import DistContext
-
-    return DistContext()

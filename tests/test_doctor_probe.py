@@ -116,7 +116,7 @@ def test_benchmark_on_this_cpu(exps):
     probe = doctor_probe.DoctorProbe(exp.to_json(), {}, "x", steps=1, warmup=0)
     with pytest.raises(Exception, match="precision"):
         doctor_probe.bench_precision(json.dumps(bad), "fp8", 1, 0, [])
-    bench = probe._benchmark({})
+    bench = probe._benchmark()
     assert bench["experiment"] == "tiny" and bench["results"][0]["precision"] == "fp32"
 
 
