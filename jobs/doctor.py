@@ -20,11 +20,12 @@ from pathlib import Path
 from ddpm_hpc.config import available_experiments, load_experiment
 from ddpm_hpc.errors import ConfigError, UserError
 
-from . import doctor_fit, doctor_host, doctor_probe, doctor_slurm, slurm
+from . import doctor_fit, doctor_host, doctor_probe, doctor_slurm, registry, slurm
 from .doctor_probe_checks import probe_checks
 from .doctor_report import PROBLEM, Check, as_json, doctor_dir, new_stamp, ok, problem, read_json, summary, \
     warning, write_json
 from .executor import check_slurm_config, sbatch_parameters
+from .submit import _display
 
 DEFAULT_EXPERIMENT = "demo"  # small model, digits (ships with scikit-learn): a probe that always has its data
 PROBE_TIME_MIN = 10
@@ -94,7 +95,7 @@ def run_doctor(name: str | None, overrides: list[str], submit: bool = False, wai
         out(check.line())
     folder = doctor_dir()
     stamp = new_stamp(folder)
-    report = {"stamp": stamp, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
+    report = {"stamp": stamp, "created": registry.now(), "host": socket.gethostname(),
               "experiment": exp.name, "overrides": list(overrides), "slurm_settings": dict(vars(exp.slurm)),
               "checks": as_json(checks), "facts": facts, "probe": None}
     path = write_json(folder / f"{stamp}.json", report)
@@ -230,12 +231,4 @@ def _log_tail(logs: Path, job_id: str) -> str:
         if lines:
             return lines[-1].strip()[:200]
     return ""
-
-
-def _display(path: Path) -> str:
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
 

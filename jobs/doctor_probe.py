@@ -20,6 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from . import registry
 from .doctor_report import write_json
 
 USR2_WAIT_S = 20.0
@@ -115,7 +116,7 @@ class DoctorProbe:
     def __call__(self) -> str:
         os.environ.update(self.roots)
         job_id = os.environ.get("SLURM_JOB_ID")
-        report: dict = {"complete": False, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        report: dict = {"complete": False, "started": registry.now(),
                         "host": os.uname().nodename, "job_id": job_id,
                         "partition": os.environ.get("SLURM_JOB_PARTITION")}
         # Each stage is on disk before it starts: a job killed during one tells the login side which (a USR2 that
@@ -126,7 +127,7 @@ class DoctorProbe:
         self._device_facts(report)
         self._stage(report, "benchmark")
         report["benchmark"] = self._benchmark()
-        report.update(complete=True, stage=None, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        report.update(complete=True, stage=None, finished=registry.now())
         write_json(Path(self.answer), report)
         return self.answer
 
