@@ -8,6 +8,7 @@
 #   make data                   download MNIST and CIFAR-10 into $DDPM_HPC_DATA (login node: it has internet)
 #   make submit EXP=name [SET=...] [FORCE=1]   train on SLURM (+ a chained sampling job); docs/slurm.md
 #   make status [EXP=name]   make logs EXP=name [RANK=r]   make cancel EXP=name   make sample EXP=name [SET=...]
+#   make doctor [EXP=name] [SET=...] [SUBMIT=1]   check torch, GPUs, partitions, slurm: settings, storage, data
 #   make report [EXP=name]   make pull EXP=name|all [CKPT=1]                     docs/results.md
 #   make eval EXP=name [SET=...] [ARGS="--n 1000"]   make fid-weights             sample-quality metrics
 #   make bench [ARGS=...]   make gpu-check (on a GPU node: GPU tests + CUDA benchmark)   docs/performance.md
@@ -29,7 +30,7 @@ SET    ?=
 .PHONY: setup demo test local local-sample train sample data list help
 
 help:
-	@sed -n '2,15p' Makefile
+	@sed -n '2,16p' Makefile
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +89,12 @@ cancel:
 sample:
 	@test -n "$(EXP)" || { echo "usage: make sample EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"]"; exit 2; }
 	$(CLI) submit-sample $(EXP) $(SET)
+
+# make doctor [EXP=name] [SET="slurm.qos=debug"] [SUBMIT=1] [WAIT=30]: one screen of ok / WARNING / PROBLEM lines;
+#   SUBMIT=1 also sends a short probe job and reports from a compute node; answers in experiments/_doctor/<time>.json
+.PHONY: doctor
+doctor:
+	@$(CLI) doctor $(EXP) $(SET) $(if $(filter 1 yes true,$(SUBMIT)),--submit) $(if $(WAIT),--wait $(WAIT))
 
 test-slurm:
 	bash tests/slurm/cluster.sh up && $(PY) -m pytest -q -m slurm tests/slurm; \

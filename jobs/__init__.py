@@ -8,5 +8,7 @@
 - :mod:`jobs.status`    one status line per experiment, log tails
 - :mod:`jobs.registry`  ``experiments/<name>/jobs.json`` (what was submitted) and ``logs/events.jsonl`` (what ran)
 - :mod:`jobs.slurm`     thin wrappers around squeue / sacct / scancel / scontrol
-- :mod:`jobs.cli`       the ``ddpm-hpc submit|submit-sample|status|logs|cancel`` subcommands
+- :mod:`jobs.doctor`    ``make doctor``: torch, GPUs, partitions vs the ``slurm:`` settings, storage, data, and a probe
+  job (``doctor_slurm``/``doctor_fit``: cluster facts and fit; ``doctor_host``; ``doctor_probe``: the job itself)
+- :mod:`jobs.cli`       the ``ddpm-hpc submit|submit-sample|status|logs|cancel|doctor`` subcommands
 """

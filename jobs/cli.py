@@ -1,5 +1,5 @@
-"""``ddpm-hpc submit | submit-sample | status | logs | cancel``: registered into ddpm_hpc.cli when this package is
-importable (a repo checkout). Imports stay inside the commands so ``ddpm-hpc --help`` stays fast."""
+"""``ddpm-hpc submit | submit-sample | status | logs | cancel | doctor``: registered into ddpm_hpc.cli when this
+package is importable (a repo checkout). Imports stay inside the commands so ``ddpm-hpc --help`` stays fast."""
 
 from __future__ import annotations
 
@@ -37,6 +37,15 @@ def cmd_cancel(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from .doctor import run_doctor
+
+    name, overrides = args.experiment, list(args.overrides)
+    if name and "=" in name:  # `doctor slurm.qos=debug`: an override, with the default experiment
+        name, overrides = None, [name, *overrides]
+    return run_doctor(name, overrides, submit=args.submit, wait_min=args.wait)
+
+
 def register(sub, with_experiment) -> None:
     p = with_experiment(sub.add_parser(
         "submit", help="SLURM: submit training, then a sampling job that runs after it succeeds"))
@@ -56,6 +65,13 @@ def register(sub, with_experiment) -> None:
     p.add_argument("-f", "--follow", action="store_true", help="keep following (tail -F)")
     p.add_argument("--rank", type=int, default=0, help="which rank's logs, for multi-GPU jobs (default: 0)")
     p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("doctor", help="check torch, GPUs, SLURM partitions, the experiment's slurm: settings, storage "
+                                      "and data here (--submit: and on a compute node)")
+    p.add_argument("experiment", nargs="?", help="whose slurm: settings and model to check (default: demo)")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key.sub=value", help="e.g. slurm.qos=debug")
+    p.add_argument("--submit", action="store_true", help="also submit a short probe job and report from the node")
+    p.add_argument("--wait", type=float, default=30.0, metavar="MIN", help="how long to wait for the probe (30)")
+    p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("cancel", help="SLURM: cancel the experiment's live jobs (training saves a checkpoint first)")
     p.add_argument("experiment")
     p.set_defaults(func=cmd_cancel)
