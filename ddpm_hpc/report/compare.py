@@ -149,32 +149,27 @@ def best_member(members: list[dict], metric: str) -> str | None:
     return (min if lower else max)(scored, key=lambda m: m["values"][metric])["name"]
 
 
-def _final_grids(m: dict) -> list[dict]:
-    finals = [s for s in m["samples"] if not s["preview"]]
-    return finals or [s for s in m["samples"] if s["preview"]]
+def _setting(s: dict) -> tuple[bool, str]:
+    """What produced a grid, apart from its step: ``step0001500-heun10-n100-seed1234`` -> (False, ``heun10-...``)."""
+    tag = s["tag"].removeprefix("preview-")
+    return bool(s["preview"]), tag.split("-", 1)[1] if "-" in tag else tag
 
 
 def choose_grids(members: list[dict]) -> tuple[int | None, dict[str, dict]]:
-    """The newest step at which every member with grids has one, and each member's grid there (the same sampler
-    settings for all where possible: the tag after its step). No common step: each member's newest grid, step None."""
-    have = {m["name"]: _final_grids(m) for m in members if _final_grids(m)}
+    """The newest step at which every member with grids has one (final or preview), and each member's grid there:
+    the same sampler settings for all where they share one, final grids before previews. No step in common: each
+    member's newest grid, and step None."""
+    have = {m["name"]: m["samples"] for m in members if m["samples"]}
     if not have:
         return None, {}
     common = set.intersection(*({s["step"] for s in grids} for grids in have.values()))
     if not common:
-        return None, {n: max(g, key=lambda s: (s["step"], s["mtime"])) for n, g in have.items()}
+        return None, {n: max(g, key=lambda s: (s["step"], not s["preview"], s["mtime"])) for n, g in have.items()}
     step = max(common)
     at_step = {n: [s for s in g if s["step"] == step] for n, g in have.items()}
-
-    def setting(s):  # "step0001500-heun10-n100-seed1234" -> "heun10-n100-seed1234"
-        return s["tag"].split("-", 1)[1] if "-" in s["tag"] else s["tag"]
-
-    shared = sorted(set.intersection(*({setting(s) for s in g} for g in at_step.values())))
-    pick = {}
-    for n, g in at_step.items():
-        same = [s for s in g if shared and setting(s) == shared[0]]
-        pick[n] = max(same or g, key=lambda s: s["mtime"])
-    return step, pick
+    shared = sorted(set.intersection(*({_setting(s) for s in g} for g in at_step.values())))  # finals sort first
+    return step, {n: max(g, key=lambda s: (bool(shared) and _setting(s) == shared[0], not s["preview"], s["mtime"]))
+                  for n, g in at_step.items()}
 
 
 def loss_overlay(members: list[dict], path: Path, best: str | None) -> Path | None:
