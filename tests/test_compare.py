@@ -114,6 +114,16 @@ def test_page_content_and_files(runs):
     assert "Not ranked (no value): c" in text
     assert 'data-key="lr"' in text and 'data-key="train.lr"' not in text  # the given columns, verbatim
     assert len(list((out / "grids").iterdir())) == 3
+    assert "do not compare like with like" not in text
+    # b's newest eval drew fewer images than a's: the page says their metrics do not compare
+    other = runs / "experiments" / "b" / "eval" / "fresh-step0000030-euler4-n50-seed1234.json"
+    other.write_text(json.dumps({"n": 50, "step": 30, "sampler": "euler", "steps": 4, "weights": "raw",
+                                 "conditional_accuracy": 0.5, "classifier_fd": 9.0}))
+    try:
+        text = compare.write_comparison(["a", "b", "c"], out).read_text()
+        assert "newest evals differ in n: their metrics do not compare like with like" in text
+    finally:
+        other.unlink()
 
 
 def test_grids_at_the_newest_common_step():
