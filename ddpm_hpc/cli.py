@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import paths
 from .config import available_experiments, load_experiment
 from .errors import UserError
 from .logging_utils import survive_closed_stdout
@@ -89,6 +90,10 @@ def cmd_compare(args) -> int:
     except OSError as exc:
         raise UserError(f"could not write the comparison to {out}: {exc.strerror or exc}") from None
     print(f"wrote {page}")
+    if paths.experiments_root() in page.resolve().parents:
+        from .report import render_index
+
+        print(f"wrote {render_index()}")  # which lists the comparison pages
     return 0
 
 

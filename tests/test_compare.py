@@ -126,6 +126,29 @@ def test_page_content_and_files(runs):
         other.unlink()
 
 
+def test_make_report_refreshes_comparisons_and_lists_them(runs):
+    """A sweep's page lives in experiments/<sweep>/: ``report all`` renders it again as a comparison (never as an
+    empty experiment page over it) and the index links every comparison page."""
+    from ddpm_hpc import report
+
+    root = runs / "experiments"
+    sweep = compare.write_comparison(["a", "b"], root / "lrsweep", "sweep lrsweep", {"a": {"lr": "1e-3"},
+                                                                                    "b": {"lr": "3e-4"}}, "accuracy")
+    other = compare.write_comparison(["a", "c"], root / "_compare" / "a+c")
+    before = {p: p.stat().st_mtime_ns for p in (sweep, other)}
+    time.sleep(0.01)
+    pages = report.render("all")
+    assert sweep in pages and other in pages and all(p.stat().st_mtime_ns > before[p] for p in before)
+    text = sweep.read_text()
+    assert "<h1>sweep lrsweep</h1>" in text and 'data-key="lr"' in text and '<tr data-name="b" class=best>' in text
+    assert not (root / "lrsweep" / "report.json").exists()  # not taken for an experiment
+    index = (root / "index.html").read_text()
+    tables = index.split("Comparisons and sweeps")
+    assert len(tables) == 2 and "lrsweep" not in tables[0]
+    assert 'href="lrsweep/index.html"' in tables[1] and 'href="_compare/a%2Bc/index.html"' in tables[1]
+    assert cli_main(["report", "lrsweep"]) == 0 and "<h1>sweep lrsweep</h1>" in sweep.read_text()
+
+
 def test_grids_at_the_newest_common_step():
     def s(tag, step, preview=False, mtime=0.0):
         return {"tag": tag, "step": step, "preview": preview, "mtime": mtime}
@@ -169,7 +192,8 @@ def test_cli(runs, monkeypatch, capsys):
         assert needle in err and err.count("\n") == 1, err
         assert not default.exists()  # nothing created
     assert cli_main(["compare", "b", "a", "--metric", "accuracy"]) == 0
-    assert capsys.readouterr().out.strip() == f"wrote {default / 'index.html'}"  # the same folder in any order
+    assert capsys.readouterr().out.split("\n")[:2] == [f"wrote {default / 'index.html'}",  # in any order
+                                                        f"wrote {runs / 'experiments' / 'index.html'}"]
     assert json.loads((default / "comparison.json").read_text())["best"] == "b"
     out = runs / "elsewhere"
     assert cli_main(["compare", "a", "c", "--out", str(out)]) == 0 and (out / "index.html").is_file()

@@ -17,7 +17,8 @@ from .. import paths
 from ..checkpoint import atomic_write
 from ..errors import UserError
 from .compare_html import METRICS, comparison_html
-from .experiment_state import _read_metrics, collect
+from .compare_images import copy_grids, loss_overlay
+from .experiment_state import collect
 
 PLOT = "loss_curves.png"
 GRIDS = "grids"
@@ -111,8 +112,8 @@ def _compute(d: dict) -> tuple[float | None, str]:
     return seconds / 3600, f"{kind} (local, 1 process, train.device={device})"
 
 
-def _member(name: str) -> dict:
-    d = collect(name)
+def _member(name: str, live_states: bool) -> dict:
+    d = collect(name, live_states)
     ev = _newest_eval(d["evals"])
     evalv = ev[1] if ev else {}
     hours, unit = _compute(d)
@@ -172,69 +173,18 @@ def choose_grids(members: list[dict]) -> tuple[int | None, dict[str, dict]]:
                   for n, g in at_step.items()}
 
 
-def loss_overlay(members: list[dict], path: Path, best: str | None) -> Path | None:
-    """The smoothed loss of every member against step, log scale, in one PNG. None if no member logged any."""
-    curves = []
-    for m in members:
-        records = _read_metrics(paths.experiment_dir(m["name"]) / "metrics.jsonl")
-        points = [(r["step"], r["loss_smooth"]) for r in records if _number(r.get("loss_smooth")) is not None
-                  and r["loss_smooth"] > 0]
-        if points:
-            curves.append((m["name"], points))
-    if not curves:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4 + 0.12 * max(0, len(curves) - 10)), dpi=100)
-    styles = ("-", "--", ":", "-.")
-    for i, (name, points) in enumerate(curves):
-        steps, losses = zip(*points)
-        ax.plot(steps, losses, styles[(i // 10) % len(styles)], color=f"C{i % 10}",
-                linewidth=2.6 if name == best else 1.2, label=f"{name} (best)" if name == best else name)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("smoothed MSE loss")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
-
-
-def _copy_grids(picks: dict[str, dict], out_dir: Path) -> dict[str, str]:
-    """Copies of the chosen grids in ``out_dir/grids/`` (the page then needs no other folder); drops stale ones."""
-    folder = out_dir / GRIDS
-    folder.mkdir(parents=True, exist_ok=True)
-    rel = {}
-    for name, s in picks.items():
-        src = paths.experiment_dir(name) / "samples" / f"{s['tag']}.png"
-        dst = folder / f"{name}--{s['tag']}.png"
-        try:
-            if not dst.is_file() or dst.stat().st_mtime < src.stat().st_mtime:
-                atomic_write(dst, src.read_bytes())
-        except OSError:
-            continue  # removed while we looked: shown as missing
-        rel[name] = f"{GRIDS}/{dst.name}"
-    keep = {Path(r).name for r in rel.values()}
-    for old in folder.glob("*.png"):
-        if old.name not in keep:
-            old.unlink(missing_ok=True)
-    return rel
-
-
 def write_comparison(names: list[str], out_dir: Path, title: str | None = None,
-                     varied: dict[str, dict[str, str]] | None = None, metric: str | None = None) -> Path:
+                     varied: dict[str, dict[str, str]] | None = None, metric: str | None = None,
+                     live_states: bool = True) -> Path:
     """Write ``out_dir/index.html`` comparing the experiments ``names`` (with ``loss_curves.png``, ``grids/`` and
     ``comparison.json`` beside it); returns the page's path.
 
     ``varied`` maps each member to the values that distinguish it (``{"train.lr": "3e-4"}``); None works them out
-    from the stored configs. ``metric`` (a key of METRICS) picks the best member; None picks a sensible one."""
+    from the stored configs. ``metric`` (a key of METRICS) picks the best member; None picks a sensible one.
+    ``live_states=False`` takes the job states each member's own page last saw instead of asking ``sacct`` once per
+    member (for frequent refreshes of a large sweep). ``comparison.json`` keeps the request, so ``ddpm-hpc report``
+    can render the page again (``refresh_comparison``)."""
+    request = {"names": list(names), "title": title, "varied": varied, "metric": metric}
     if not names:
         raise UserError("nothing to compare: no experiment names given")
     for name in names:
@@ -244,19 +194,19 @@ def write_comparison(names: list[str], out_dir: Path, title: str | None = None,
         raise UserError(f"'{twice[0]}' is named twice in the comparison")
     if metric is not None and metric not in METRICS:
         choose_metric([], metric)  # raises the one-line error before anything is written
-    members = [_member(n) for n in names]
+    members = [_member(n, live_states) for n in names]
     if varied is None:
         varied = varied_from_configs({m["name"]: m["config"] for m in members})
     metric = choose_metric(members, metric)
     best = best_member(members, metric)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot = loss_overlay(members, out_dir / PLOT, best)
+    plot = loss_overlay([m["name"] for m in members], out_dir / PLOT, best)
     grid_step, picks = choose_grids(members)
-    grids = _copy_grids(picks, out_dir)
+    grids = copy_grids(picks, out_dir, GRIDS)
     title = title or f"Comparison of {len(names)} experiment{'s' if len(names) > 1 else ''}"
     page = out_dir / "index.html"
-    data = {"title": title, "metric": metric, "best": best, "grid_step": grid_step, "members": [
+    data = {"request": request, "title": title, "metric": metric, "best": best, "grid_step": grid_step, "members": [
         {k: v for k, v in m.items() if k not in ("config", "samples", "jobs", "page")}
         | {"varied": varied.get(m["name"], {}), "grid": picks[m["name"]]["tag"] if m["name"] in picks else None}
         for m in members]}
@@ -266,3 +216,26 @@ def write_comparison(names: list[str], out_dir: Path, title: str | None = None,
     atomic_write(page, html.encode("utf-8"))
     return page
 
+
+def is_comparison(folder: Path) -> bool:
+    """A folder holding a comparison page (a sweep's, or one under ``_compare/``) rather than an experiment's."""
+    return (folder / DATA).is_file()
+
+
+def comparison_folders() -> list[Path]:
+    """Every comparison page's folder under the experiments root: ``<sweep>/`` and ``_compare/*/``."""
+    root = paths.experiments_root()
+    found = [p.parent for pattern in (f"*/{DATA}", f"_compare/*/{DATA}") for p in root.glob(pattern)]
+    return sorted(f for f in found if not f.name.startswith("."))
+
+
+def refresh_comparison(folder: Path, live_states: bool = True) -> Path:
+    """Render a comparison page again from the request its ``comparison.json`` recorded."""
+    try:
+        request = json.loads((folder / DATA).read_text())["request"]
+        names = [str(n) for n in request["names"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{folder / DATA} is not a comparison record this version wrote; run ddpm-hpc compare "
+                        f"again") from None
+    return write_comparison(names, folder, request.get("title"), request.get("varied"), request.get("metric"),
+                            live_states)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -165,3 +166,22 @@ def comparison_html(title, members, varied, metric, best, step, picks, grids, pl
     body += f'<p class="muted small">Rendered {_e(format_time(time.time()))}. The numbers: ' \
             f'<a href="comparison.json">comparison.json</a>.</p>'
     return _page(f"{title} — ddpm-hpc", STYLE + body + f"<script>{SORT_SCRIPT}</script>")
+
+
+def comparison_row(folder: Path, root: Path) -> str:
+    """One comparison page's row in ``experiments/index.html``, from its ``comparison.json``."""
+    try:
+        data = json.loads((folder / "comparison.json").read_text())
+        names = [m["name"] for m in data["members"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    rel = "/".join(folder.relative_to(root).parts) + "/index.html"
+    label = METRICS.get(data.get("metric"), (data.get("metric"), True))[0]
+    best = f"{_e(data['best'])} <span class='muted small'>by {_e(label)}</span>" if data.get("best") else ""
+    shown = ", ".join(names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")
+    try:
+        when = format_time((folder / "index.html").stat().st_mtime)
+    except OSError:
+        when = ""
+    return (f'<tr><td><a href="{_src(rel)}">{_e(data.get("title") or folder.name)}</a></td>'
+            f"<td class='small'>{_e(shown)}</td><td>{best}</td><td class='small'>{_e(when)}</td></tr>")
