@@ -41,6 +41,7 @@ class TensorBoardLog:
         self.writer = None
         self.first_step = 0
         self.offset = 0  # bytes of metrics.jsonl already turned into events
+        self.window = None  # run.log_window_start when last looked: it moves exactly when a metrics line is written
 
     def _open(self, first_step: int, config: dict) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -50,9 +51,13 @@ class TensorBoardLog:
         self.writer.add_text("config", "```\n" + json.dumps(config, indent=1) + "\n```", first_step)
 
     def after_step(self, run) -> None:
-        """Every step: open the writer once; send the metrics lines written since the last call (a stat per step)."""
+        """Every step: open the writer once; after a metrics line, send the lines written since the last one (no
+        file access on other steps: a stat on a cluster's network filesystem is not free)."""
         if self.writer is None:
             self._open(run.step, run.exp.to_dict())
+        if run.log_window_start == self.window:
+            return
+        self.window = run.log_window_start
         try:
             size = self.metrics.stat().st_size
         except OSError:
