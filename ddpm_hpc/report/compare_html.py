@@ -57,6 +57,7 @@ SORT_SCRIPT = """
 STYLE = """<style>#members th{cursor:pointer;white-space:nowrap}
 #members th[aria-sort=ascending]::after{content:" \\25B2"}
 #members th[aria-sort=descending]::after{content:" \\25BC"}tr.best td{background:#ecfdf3}.num{text-align:right}
+#members td{white-space:nowrap}
 .star{color:#d97706}</style>"""
 
 
@@ -101,8 +102,9 @@ def _table(members, varied, metric, best, out_dir: Path) -> str:
             cells += _cell(text, vals[k], "num")
         cells += _cell(_num(vals["img_per_s"], 3), vals["img_per_s"], "num")
         hours = vals["compute_hours"]
-        compute = "" if hours is None else (f'{hours:.3g} <span class="muted small">{_e(m["compute_unit"])}, '
-                                            f'{_duration(m["train_seconds"])} of training</span>')
+        compute = "" if hours is None else \
+            (f'<span title="{_e(m["compute_unit"])}, {_duration(m["train_seconds"])} of training">{hours:.3g} '
+             f'{_e(m["compute_unit"].split(" ")[0])}</span>')
         cells += _cell(compute, hours, "num")
         rows += f'<tr data-name="{_e(m["name"])}"{" class=best" if is_best else ""}>{cells}</tr>'
     return f'<table id="members"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
@@ -128,7 +130,8 @@ def _notes(members, metric, best) -> str:
                f"metrics do not compare like with like (hover a value for its eval file).</p>"
     out += '<p class="muted small">Eval metrics: each member\'s newest <code>eval/*.json</code> (latest step). ' \
            "Throughput: the last logged interval. Compute: training time (all restarts, queueing excluded) times " \
-           "the GPUs of the config's slurm section for SLURM runs; for local runs, hours of one process.</p>"
+           "the GPUs of the config's slurm section for SLURM runs (GPU-h); for local runs, hours of one process " \
+           "(CPU-h with train.device=cpu); hover a value for the details.</p>"
     return out
 
 

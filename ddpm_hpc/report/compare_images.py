@@ -36,6 +36,13 @@ def loss_overlay(names: list[str], path: Path, best: str | None) -> Path | None:
         ax.plot(steps, losses, styles[(i // 10) % len(styles)], color=f"C{i % 10}",
                 linewidth=2.6 if name == best else 1.2, label=f"{name} (best)" if name == best else name)
     ax.set_yscale("log")
+    values = [v for _, points in curves for _, v in points]
+    if max(values) < 10 * min(values):  # within a decade: plain numbers, not 1.9 x 10^0
+        from matplotlib.ticker import FuncFormatter
+
+        plain = FuncFormatter(lambda v, _pos: f"{v:.3g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel("step")
     ax.set_ylabel("smoothed MSE loss")
     ax.grid(alpha=0.3, which="both")
