@@ -4,12 +4,15 @@ shows each step once; without the package, one line before any training."""
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from _train_helpers import TINY, metrics_lines, roots
+from test_distributed import _free_port
 from ddpm_hpc.cli import main as cli_main
 from ddpm_hpc.config import build_experiment
 
@@ -21,9 +24,10 @@ CONFIG = {**TINY, "train": {**TINY["train"], "steps": 12, "log_every": 2, "check
                             "tensorboard": True}, "sample": {"every": 6}}
 
 
-def experiment(**train):
+def experiment(every: int = 6, **train):
     data = json.loads(json.dumps(CONFIG))
     data["train"].update(train)
+    data["sample"]["every"] = every
     return build_experiment("tb", data, "test")
 
 
@@ -78,3 +82,33 @@ def test_without_the_package_one_line_and_no_training(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "train.tensorboard needs `pip install ddpm-hpc[tensorboard]`" in err, err
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "experiments" / "tb").exists()
+
+
+def _rank_main(rank: int, world: int, port: int, root: str, exp_json: str) -> None:
+    """One rank of a gloo run, as a launcher would start it, through the same entry point as the CLI and the jobs."""
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from ddpm_hpc import distributed
+    from ddpm_hpc.config import experiment_from_json
+    from ddpm_hpc.pipeline import run_training
+
+    with roots(Path(root)):
+        ctx = distributed.init_from_env("cpu")
+        try:
+            run_training(experiment_from_json(exp_json), ctx, log_fn=lambda *_: None)
+        finally:
+            distributed.shutdown()
+
+
+def test_only_rank_0_writes(tmp_path):
+    import torch
+
+    exp = experiment(every=0, steps=4, checkpoint_every=2)
+    torch.multiprocessing.spawn(_rank_main, args=(2, _free_port(), str(tmp_path), exp.to_json()), nprocs=2, join=True)
+    files = list((tmp_path / "experiments" / "tb" / "tensorboard").iterdir())
+    assert len(files) == 1 and files[0].name.startswith("events.out.tfevents."), files
+    scalars, _ = events(tmp_path)
+    assert [step for step, _ in scalars["train/loss"]] == [r["step"] for r in metrics_lines(tmp_path, "tb")] == [2, 4]
