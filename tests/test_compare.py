@@ -186,7 +186,7 @@ def test_cli(runs, monkeypatch, capsys):
     default = runs / "experiments" / "_compare" / "a+b"
     for args, needle in ((["a", "bb"], "no experiment 'bb'"), (["a", "a"], "'a' is named twice"),
                          (["a", "b", "--metric", "speed"], "unknown --metric 'speed'"),
-                         (["a", "../b"], "invalid experiment name")):
+                         (["a", "../b"], "invalid experiment name"), (["a"], "at least two experiments")):
         assert cli_main(["compare", *args]) == 2
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1, err

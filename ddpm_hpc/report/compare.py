@@ -44,6 +44,8 @@ def check_names(names: list[str]) -> None:
 
     from .experiment_state import experiment_names
 
+    if len(names) < 2:
+        raise UserError("ddpm-hpc compare needs at least two experiments (ddpm-hpc report shows one)")
     known = experiment_names()
     for name in names:
         paths.check_name(name)
