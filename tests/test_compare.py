@@ -147,6 +147,7 @@ def test_make_report_refreshes_comparisons_and_lists_them(runs):
     assert len(tables) == 2 and "lrsweep" not in tables[0]
     assert 'href="lrsweep/index.html"' in tables[1] and 'href="_compare/a%2Bc/index.html"' in tables[1]
     assert cli_main(["report", "lrsweep"]) == 0 and "<h1>sweep lrsweep</h1>" in sweep.read_text()
+    assert cli_main(["compare", "lrsweep", "a"]) == 2  # a comparison is not an experiment to compare
 
 
 def test_grids_at_the_newest_common_step():

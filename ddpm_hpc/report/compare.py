@@ -54,6 +54,8 @@ def check_names(names: list[str]) -> None:
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise UserError(f"no experiment '{name}' in {paths.experiments_root()} (no output folder, no YAML "
                             f"file){hint}")
+        if is_comparison(paths.experiment_dir(name)):
+            raise UserError(f"'{name}' is a comparison page (a sweep's), not an experiment; name its experiments")
     twice = [n for n in names if names.count(n) > 1]
     if twice:
         raise UserError(f"'{twice[0]}' is named twice in the comparison")
