@@ -10,6 +10,7 @@
 #   make status [EXP=name]   make logs EXP=name [RANK=r]   make cancel EXP=name   make sample EXP=name [SET=...]
 #   make doctor [EXP=name] [SET=...] [SUBMIT=1]   check torch, GPUs, partitions, slurm: settings, storage, data
 #   make report [EXP=name]   make pull EXP=name|all [CKPT=1]                     docs/results.md
+#   make compare EXPS="a b c" [ARGS="--metric fid"]   one page comparing experiments  docs/results.md
 #   make eval EXP=name [SET=...] [ARGS="--n 1000"]   make fid-weights             sample-quality metrics
 #   make bench [ARGS=...]   make gpu-check (on a GPU node: GPU tests + CUDA benchmark)   docs/performance.md
 #   make test-slurm             the SLURM suite on a throwaway local cluster (needs root)
@@ -101,12 +102,17 @@ test-slurm:
 	rc=$$?; bash tests/slurm/cluster.sh down; exit $$rc
 
 # Results (docs/results.md): make report [EXP=name]   make pull EXP=<name>|all [CKPT=1]  (REMOTE in .env)
-.PHONY: pull report
+.PHONY: pull report compare
 pull:
 	@bash scripts/pull.sh "$(EXP)" "$(CKPT)"
 
 report:
 	$(CLI) report $(or $(EXP),all)
+
+# experiments/_compare/<names>/index.html (ARGS="--out DIR --metric fid|classifier_fd|accuracy|loss|...")
+compare:
+	@test -n "$(EXPS)" || { echo "usage: make compare EXPS=\"a b c\" [ARGS=\"--metric fid\"]"; exit 2; }
+	$(CLI) compare $(EXPS) $(ARGS)
 
 # Sample quality (ddpm_hpc/metrics): make eval EXP=<name> [SET="sample.sampler=ddim sample.steps=50"] [ARGS="--n 1000"]
 #   -> experiments/<name>/eval/fresh-<tag>.json (ARGS="--samples <tag>": eval/samples-<tag>.json; --force replaces)

@@ -2,7 +2,8 @@
 
 ``experiments/<exp>/index.html``: the config, the run's state (steps, last checkpoint, jobs, training time), the loss
 curve, the forward-process figure, the sample grids by step with their metadata and any ``eval/*.json`` results.
-``experiments/index.html``: one row per experiment.
+``experiments/index.html``: one row per experiment, then the comparison pages (``compare``: a sweep's page, or
+``ddpm-hpc compare A B C``).
 
 Alongside each page, ``report.json`` keeps the state it was rendered from, so a page re-rendered on a laptop (where
 ``checkpoints/`` and ``sacct`` are usually absent) still shows the last checkpoint and job states seen on the cluster.
@@ -20,8 +21,10 @@ from pathlib import Path
 
 from .. import paths
 from ..checkpoint import atomic_write
+from .compare import comparison_folders, is_comparison, refresh_comparison
 from .experiment_state import SNAPSHOT, collect, experiment_names, format_time
 from .html import PAGE, experiment_html, index_html, index_row
+from .compare_html import comparison_row
 
 __all__ = ["PAGE", "SNAPSHOT", "collect", "experiment_html", "experiment_names", "refresh", "render",
            "render_experiment", "render_index"]
@@ -45,26 +48,33 @@ def render_experiment(name: str) -> Path:
 
 
 def render_index() -> Path:
-    """Write ``experiments/index.html`` listing every experiment."""
+    """Write ``experiments/index.html`` listing every experiment, then every comparison page (sweeps and
+    ``ddpm-hpc compare``)."""
     root = paths.experiments_root()
     rows = ""
     for name in experiment_names():
         folder = root / name
+        if is_comparison(folder):
+            continue
         state = collect(name, live_states=False) if folder.is_dir() else None  # None: only a YAML file, not run
         rows += index_row(name, state, folder)
+    comparisons = "".join(comparison_row(folder, root) for folder in comparison_folders())
     path = root / PAGE
-    _write(path, index_html(root, rows, format_time(time.time()), socket.gethostname()))
+    _write(path, index_html(root, rows, format_time(time.time()), socket.gethostname(), comparisons))
     return path
 
 
 def render(target: str = "all") -> list[Path]:
-    """``all``: every experiment's page and the index; a name: that page and the index."""
+    """``all``: every experiment's page, every comparison page and the index; a name: that page and the index."""
     names = experiment_names() if target == "all" else [paths.check_name(target)]
     if target != "all" and target not in experiment_names():
         from ..errors import UserError
 
         raise UserError(f"no experiment '{target}' in {paths.experiments_root()} (no output folder, no YAML file)")
-    pages = [render_experiment(n) for n in names if target != "all" or paths.experiment_dir(n).is_dir()]
+    pages = [refresh_comparison(paths.experiment_dir(n)) if is_comparison(paths.experiment_dir(n))
+             else render_experiment(n) for n in names if target != "all" or paths.experiment_dir(n).is_dir()]
+    if target == "all":
+        pages += [refresh_comparison(f) for f in comparison_folders() if f.parent.name == "_compare"]
     return [*pages, render_index()]
 
 

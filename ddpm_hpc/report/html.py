@@ -290,7 +290,7 @@ def experiment_html(d: dict, folder: Path) -> str:
     body += _evals_section(d)
     body += _config_section(d["config"])
     files = [f for f in ("metrics.jsonl", "config.json", "jobs.json", SNAPSHOT) if (folder / f).is_file()]
-    files += [f"{sub}/" for sub in ("logs", "samples", "eval") if (folder / sub).is_dir()]
+    files += [f"{sub}/" for sub in ("logs", "samples", "eval", "tensorboard") if (folder / sub).is_dir()]
     if files:
         body += "<h2>Files</h2><p>" + " · ".join(f'<a href="{_src(f)}">{_e(f)}</a>' for f in files) + "</p>"
     body += f'<p class="muted small">Rendered {_e(d["rendered"])} on {_e(d["rendered_on"])} by ' \
@@ -320,12 +320,15 @@ def index_row(name: str, d: dict | None, folder: Path) -> str:
             f"<td>{_e(ck.get('step', '') if ck else '')}</td><td class='small'>{_e(jobs)}</td><td>{thumb}</td></tr>")
 
 
-def index_html(root: Path, rows: str, rendered: str, rendered_on: str) -> str:
-    """``experiments/index.html``: one row per experiment."""
+def index_html(root: Path, rows: str, rendered: str, rendered_on: str, comparisons: str = "") -> str:
+    """``experiments/index.html``: one row per experiment, then one per comparison page (if any)."""
     body = ("<h1>ddpm-hpc experiments</h1>"
             f'<p class="muted">{_e(root)}</p>'
             "<table><tr><th>experiment</th><th>status</th><th>steps</th><th>last checkpoint</th><th>jobs</th>"
-            f"<th>latest samples</th></tr>{rows}</table>"
-            f'<p class="muted small">Rendered {_e(rendered)} on {_e(rendered_on)} by '
-            f"<code>ddpm-hpc report all</code>.</p>")
+            f"<th>latest samples</th></tr>{rows}</table>")
+    if comparisons:
+        body += ("<h2>Comparisons and sweeps</h2><table><tr><th>page</th><th>experiments</th><th>best</th>"
+                 f"<th>rendered</th></tr>{comparisons}</table>")
+    body += f'<p class="muted small">Rendered {_e(rendered)} on {_e(rendered_on)} by ' \
+            "<code>ddpm-hpc report all</code>.</p>"
     return _page("ddpm-hpc experiments", body)
