@@ -50,7 +50,10 @@ def preview_grid(run: Run) -> None:
     write_samples(paths.experiment_dir(exp.name) / "samples", tag, result, info, nrow)
 
 
-def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, after_step=None) -> TrainOutcome:
+def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, after_step=None,
+                 restart_token: str | None = None, stop_advice=None) -> TrainOutcome:
+    """``train`` with the loss plot and report refreshed at every checkpoint (``restart_token``, ``stop_advice``:
+    see ``train``)."""
     holder: dict = {}
 
     def on_checkpoint(run: Run, _path: Path) -> None:
@@ -58,7 +61,8 @@ def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, 
         refresh_loss_plot(exp)
         refresh_report(exp.name, log_fn)
 
-    outcome = train(exp, ctx, log_fn, on_checkpoint=on_checkpoint, every_steps=preview_grid, after_step=after_step)
+    outcome = train(exp, ctx, log_fn, on_checkpoint=on_checkpoint, every_steps=preview_grid, after_step=after_step,
+                    restart_token=restart_token, stop_advice=stop_advice)
     if ctx.is_main and outcome.status == "finished" and "run" in holder:
         log_fn(f"wrote {write_forward_figure(holder['run'])}")
         log_fn(f"wrote {paths.experiment_dir(exp.name) / 'loss.png'}")  # drawn at the final checkpoint

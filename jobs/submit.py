@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import secrets
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -159,7 +160,10 @@ def submit_training(name: str, overrides: list[str], force: bool = False, out=pr
         out(f"cancelled {listing}; the new training job starts after they have exited")
     folder = registry.logs_dir(name)
     roots, config = current_roots(), exp.to_json()
-    train_job = _submit(exp, "train", folder, after, TrainJob(config, roots, exp.slurm.max_requeues, _step_delay()))
+    # train.restart=true: this submission starts over once; its requeues resume (jobs/tasks.py TrainJob)
+    token = f"{registry.now()} {secrets.token_hex(4)}" if exp.train.restart else None
+    train_job = _submit(exp, "train", folder, after,
+                        TrainJob(config, roots, exp.slurm.max_requeues, _step_delay(), restart_token=token))
     train_id = str(train_job.job_id)
     registry.add(name, _entry(train_id, "train", overrides, exp, after))
     snapshot = write_snapshot(exp, overrides)  # only now: a refused job must not replace the last one's snapshot

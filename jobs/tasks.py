@@ -152,14 +152,39 @@ class _Job(submitit.helpers.Checkpointable):
 
 
 class TrainJob(_Job):
+    """``restart_token``: made by ``make submit`` when the config says ``train.restart=true``. Every run of the job
+    (requeues re-run it from the top with the same config) passes it to the trainer, which starts over only if the
+    files on disk did not already start over for it: one submission starts over once, its requeues resume."""
+
     kind = "train"
 
-    def __init__(self, config_json: str, roots: dict[str, str], max_requeues: int, step_delay_s: float = 0.0):
+    def __init__(self, config_json: str, roots: dict[str, str], max_requeues: int, step_delay_s: float = 0.0,
+                 restart_token: str | None = None):
         super().__init__(config_json, roots, max_requeues)
         self.step_delay_s = step_delay_s
+        self.restart_token = restart_token
 
     def _fresh(self) -> "TrainJob":
-        return TrainJob(self.config_json, self.roots, self.max_requeues, self.step_delay_s)
+        return TrainJob(self.config_json, self.roots, self.max_requeues, self.step_delay_s, self._token())
+
+    def _token(self) -> str | None:
+        return getattr(self, "restart_token", None)  # jobs pickled before the attribute existed have none
+
+    def _stop_advice(self, exp):
+        """What the job does after a stop signal, for the trainer's "saved step N" line (the trainer knows no SLURM)."""
+        again = f"make submit EXP={exp.name} continues from there"
+
+        def advice(signal_name: str) -> str:
+            if signal_name == signal.Signals.SIGUSR2.name and _rank()[0] == 0:
+                restarts = _restarts()
+                if restarts >= self.max_requeues:
+                    return f"requeues used up (slurm.max_requeues={self.max_requeues}): {again}"
+                return f"the job requeues itself and resumes from there (restart {restarts + 1} of at most " \
+                       f"{self.max_requeues})"
+            return f"if SLURM is requeueing or pre-empting the job it comes back and resumes from there; if it " \
+                   f"was cancelled, {again}"
+
+        return advice
 
     def __call__(self) -> dict:
         from ddpm_hpc import distributed
@@ -174,7 +199,8 @@ class TrainJob(_Job):
                       + ("" if ctx.is_main else ": training; rank 0 logs the progress"), flush=True)
             self._event(exp.name, "start", step=_latest_step(exp.name), total=exp.train.steps,
                         host=os.uname().nodename, world_size=ctx.world_size)
-            outcome = run_training(exp, ctx, after_step=(lambda run: time.sleep(delay)) if delay > 0 else None)
+            outcome = run_training(exp, ctx, after_step=(lambda run: time.sleep(delay)) if delay > 0 else None,
+                                   restart_token=self._token(), stop_advice=self._stop_advice(exp))
         except Exception as exc:  # UserError (missing data, checkpoint mismatch) or a bug: one line for make status
             self._fail(exp.name, exc)
             raise
