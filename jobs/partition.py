@@ -138,3 +138,72 @@ def gres_available(request: str, offered: list[str]) -> bool:
         if want_type is None or want_type == have_type:
             return True
     return False
+
+
+def _mem_mb(text: str | None) -> int | None:
+    """``16G``/``1536M`` (sbatch) or ``21694`` / ``21694M`` (scontrol, MB) -> MB; None for UNLIMITED or unknown."""
+    if text is None or text.upper() in UNLIMITED:
+        return None
+    found = re.fullmatch(r"(\d+)([KMGT]?)", text.strip().upper())
+    if not found:
+        return None
+    scale = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}[found.group(2)]
+    return int(int(found.group(1)) * scale)
+
+
+def request_problem(params: dict, limits: dict, keys: dict[str, str]) -> str | None:
+    """Why partition ``limits`` can never run a job with these sbatch ``params`` (jobs.executor.sbatch_parameters),
+    in one line naming the limit and the setting to change (``keys``: param -> experiment key, e.g. time ->
+    slurm.time_min); None if it can. Slurm with EnforcePartLimits=NO accepts such a job and leaves it pending forever.
+    """
+    p = limits["name"]
+    show = f"(scontrol show partition {p})"
+    most = limits.get("max_time_min")
+    if most is not None and params.get("time", 0) > most:
+        return (f"{keys['time']}={params['time']} is above partition {p}'s MaxTime of {most} min {show}: the job would "
+                f"wait forever (PartitionTimeLimit); set {keys['time']}={most} or less, or use another "
+                f"slurm.partition")
+    nodes = params.get("nodes", 1)
+    for label, cap in (("MaxNodes", limits.get("max_nodes")), ("TotalNodes", limits.get("total_nodes"))):
+        if cap is not None and nodes > cap:
+            return (f"slurm.nodes={nodes} is above partition {p}'s {label} of {cap} {show}; set slurm.nodes={cap} "
+                    f"or less, or use another slurm.partition")
+    qos = params.get("qos")
+    if qos and ((limits.get("allow_qos") is not None and qos not in limits["allow_qos"])
+                or qos in (limits.get("deny_qos") or [])):
+        allowed = ", ".join(limits["allow_qos"]) if limits.get("allow_qos") is not None else \
+            f"all but {', '.join(limits['deny_qos'])}"
+        return f"slurm.qos={qos} is not allowed on partition {p} (AllowQos: {allowed}) {show}; change slurm.qos"
+    account = params.get("account")
+    if account and ((limits.get("allow_accounts") is not None and account not in limits["allow_accounts"])
+                    or account in (limits.get("deny_accounts") or [])):
+        return f"slurm.account={account} is not allowed on partition {p} {show}; change slurm.account"
+    mem_cap = _mem_mb(limits.get("raw", {}).get("MaxMemPerNode"))
+    mem = _mem_mb(params.get("mem"))
+    if mem_cap is not None and mem is not None and mem > mem_cap:
+        return (f"slurm.mem_gb={mem / 1024:g} is above partition {p}'s MaxMemPerNode of {mem_cap / 1024:g} GB {show}; "
+                f"lower slurm.mem_gb")
+    gres = params.get("gres") or (f"gpu:{params['gpus_per_node']}" if params.get("gpus_per_node") else None)
+    if gres and "gres" in limits:
+        offered = limits["gres"]
+        if not gres_available(gres, offered):
+            return (f"{keys.get('gres', 'slurm.gres')}={gres}: the nodes of partition {p} offer "
+                    f"{', '.join(offered) if offered else 'no gres at all'} (sinfo -p {p} -o %G); change slurm.gres "
+                    f"(a type they have), or set slurm.gres=null slurm.gpus_per_node=0 on a partition without GPUs")
+        count, most_gpus = _gres_count(gres), max_gres_count(gres, offered)
+        if most_gpus is not None and count > most_gpus:
+            return (f"{keys.get('gres', 'slurm.gres')}={gres} asks for {count} per node, but the nodes of partition "
+                    f"{p} have at most {most_gpus} (sinfo -p {p} -o %G); lower slurm.gpus_per_node")
+    return None
+
+
+def _gres_count(gres: str) -> int:
+    parts = gres.split(":")
+    return int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
+
+
+def max_gres_count(request: str, offered: list[str]) -> int | None:
+    """The most of ``request``'s resource (and type) one node offers, or None if no entry gives a count."""
+    counts = [_gres_count(item) for item in offered
+              if gres_available(request, [item]) and item.split(":")[-1].isdigit()]
+    return max(counts) if counts else None

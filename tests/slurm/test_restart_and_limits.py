@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,42 @@ def test_restart_true_starts_over_once_and_its_requeue_resumes(slurm_cluster, la
     assert sorted(p.name for p in (lab.ckpts / ckpt_old[0]).glob("step-*")) == ["step-000000020.safetensors"]
     starts = [e for e in events if e["event"] == "start"]
     assert [s["step"] for s in starts] == [20, stopped_at], events  # the first run found the old run's step 20
+
+
+@pytest.mark.slurm
+def test_request_beyond_max_time_is_refused_in_one_line(slurm_cluster, lab):
+    """The cluster would accept it (EnforcePartLimits=NO) and leave it PENDING (PartitionTimeLimit) forever."""
+    lab.write_experiment("toolong")
+    proc = lab.make("submit", "toolong", "slurm.time_min=120", check=False)
+    errors = [ln for ln in proc.stderr.splitlines() if not re.match(r"make(\[\d+\])?: \*\*\*", ln)]  # make's own
+    assert proc.returncode != 0 and errors == [
+        "error: experiment toolong: slurm.time_min=120 is above partition debug's MaxTime of 60 min (scontrol show "
+        "partition debug): the job would wait forever (PartitionTimeLimit); set slurm.time_min=60 or less, or use "
+        "another slurm.partition"], proc.stderr
+    assert not (lab.exps / "toolong").exists()  # nothing submitted, nothing created
+    direct = subprocess.run([str(REPO / ".venv" / "bin" / "ddpm-hpc"), "submit", "toolong", "slurm.time_min=120"],
+                            env=lab.env, capture_output=True, text=True, timeout=120)
+    assert direct.returncode == 2
+
+
+@pytest.mark.slurm
+def test_status_says_a_job_beyond_max_time_will_not_start(slurm_cluster, lab, monkeypatch):
+    """A job that reached the queue before the check (a raw sbatch, or a make submit of an older version)."""
+    from jobs import registry
+
+    job_id = subprocess.run(["sbatch", "--parsable", "-J", "ddpm-stuck", "-p", "debug", "--time=120", "--mem=100M",
+                             "-o", "/dev/null", "--wrap", "true"], capture_output=True, text=True, check=True,
+                            timeout=30).stdout.strip().split(";")[0]
+    try:
+        monkeypatch.setenv("DDPM_HPC_EXPERIMENTS", str(lab.exps))
+        registry.add("stuck", {"job_id": job_id, "kind": "train", "submitted_at": registry.now(), "overrides": [],
+                               "after": None, "steps": STEPS, "cancelled_at": None, "cancelled_by": None,
+                               "world_size": 1})
+        status = slurm_cluster.wait_for(lambda: (s := lab.make("status", "stuck").stdout) and "will not start" in s
+                                        and s, 30, "make status to say will not start")
+        assert (f"train {job_id} PENDING (will not start: PartitionTimeLimit: its time limit (120 min) is above "
+                f"partition debug's MaxTime (60 min); make cancel EXP=stuck, then make submit EXP=stuck "
+                f"SET=\"slurm.time_min=60\" (or another slurm.partition))") in status, status
+    finally:
+        subprocess.run(["scancel", job_id], timeout=30)
+    assert wait_final(slurm_cluster, job_id, timeout=60) == "CANCELLED"
