@@ -97,3 +97,16 @@ def test_status_says_a_job_beyond_max_time_will_not_start(slurm_cluster, lab, mo
     finally:
         subprocess.run(["scancel", job_id], timeout=30)
     assert wait_final(slurm_cluster, job_id, timeout=60) == "CANCELLED"
+
+
+def test_the_docs_cluster_file_is_the_tests_cluster_file():
+    """docs/slurm.md says its "partition without GPUs" cluster file is the SLURM tests' settings: it must be, so that
+    its examples run as written on the local cluster (time_min within debug's MaxTime of 60 min)."""
+    import yaml
+    from test_jobs import LOCAL_CLUSTER
+
+    docs = (REPO / "docs" / "slurm.md").read_text()
+    block = re.search(r"```yaml\n(# my_cluster\.yaml.*?)```", docs, re.S)
+    assert block, "docs/slurm.md has no my_cluster.yaml block"
+    assert yaml.safe_load(block.group(1)) == yaml.safe_load(LOCAL_CLUSTER)
+    assert yaml.safe_load(LOCAL_CLUSTER)["slurm"]["time_min"] <= 60
