@@ -38,6 +38,7 @@ import submitit
 from submitit.core.utils import temporary_save_path
 
 from ddpm_hpc.config import experiment_from_json
+from ddpm_hpc.run_files import restarted_under
 
 from . import registry
 from .slurm import SlurmUnavailable, requeue
@@ -197,7 +198,8 @@ class TrainJob(_Job):
             if ctx.enabled:
                 print(f"rank {ctx.rank} of {ctx.world_size} (local rank {ctx.local_rank}) on {os.uname().nodename}"
                       + ("" if ctx.is_main else ": training; rank 0 logs the progress"), flush=True)
-            self._event(exp.name, "start", step=_latest_step(exp.name), total=exp.train.steps,
+            starts_over = exp.train.restart and not restarted_under(exp.name, self._token())
+            self._event(exp.name, "start", step=0 if starts_over else _latest_step(exp.name), total=exp.train.steps,
                         host=os.uname().nodename, world_size=ctx.world_size)
             outcome = run_training(exp, ctx, after_step=(lambda run: time.sleep(delay)) if delay > 0 else None,
                                    restart_token=self._token(), stop_advice=self._stop_advice(exp))

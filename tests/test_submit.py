@@ -307,3 +307,18 @@ def test_status_says_a_job_pending_on_the_partition_time_limit_will_not_start(ro
            "debug's MaxTime (60 min); make cancel EXP=tiny, then make submit EXP=tiny SET=\"slurm.time_min=60\"" \
            in out, out
     assert "sample 4243 PENDING (Dependency)" in out, out
+
+
+def test_restart_true_gives_each_submission_its_own_token(roots, capsys):
+    """The token the job's every run passes to the trainer (train.restart=true: start over once per submission)."""
+    import pickle
+
+    def token(job_id: str):
+        pkl = roots / "experiments" / "tiny" / "logs" / f"{job_id}_submitted.pkl"
+        return pickle.loads(pkl.read_bytes()).function.restart_token  # submitit's own file, written by this test
+
+    assert cli_main(["submit", "tiny", "train.restart=true"]) == 0
+    assert cli_main(["submit", "tiny", "train.restart=true"]) == 0  # fake squeue: no live jobs
+    assert cli_main(["submit", "tiny"]) == 0
+    first, second, plain = token("4242"), token("4244"), token("4246")
+    assert first and second and first != second and plain is None

@@ -57,7 +57,7 @@ def test_restart_true_starts_over_once_and_its_requeue_resumes(slurm_cluster, la
     assert len(ckpt_old) == 1 and len(out_old) == 1, (ckpt_old, out_old)
     assert sorted(p.name for p in (lab.ckpts / ckpt_old[0]).glob("step-*")) == ["step-000000020.safetensors"]
     starts = [e for e in events if e["event"] == "start"]
-    assert [s["step"] for s in starts] == [20, stopped_at], events  # the first run found the old run's step 20
+    assert [s["step"] for s in starts] == [0, stopped_at], events  # the first run started over
 
 
 @pytest.mark.slurm
@@ -110,3 +110,30 @@ def test_the_docs_cluster_file_is_the_tests_cluster_file():
     assert block, "docs/slurm.md has no my_cluster.yaml block"
     assert yaml.safe_load(block.group(1)) == yaml.safe_load(LOCAL_CLUSTER)
     assert yaml.safe_load(LOCAL_CLUSTER)["slurm"]["time_min"] <= 60
+
+
+# -- without SLURM: what the job passes to the trainer ----------------------------------------------------------------
+
+def test_the_jobs_save_line_says_what_the_job_does_next(monkeypatch):
+    from types import SimpleNamespace
+
+    from jobs.tasks import TrainJob
+
+    job, exp = TrainJob("{}", {}, max_requeues=2), SimpleNamespace(name="x")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    assert job._stop_advice(exp)("SIGUSR2") == ("the job requeues itself and resumes from there (restart 1 of at "
+                                                "most 2)")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    assert job._stop_advice(exp)("SIGUSR2") == ("requeues used up (slurm.max_requeues=2): make submit EXP=x "
+                                                "continues from there")
+    assert job._stop_advice(exp)("SIGTERM").endswith("if it was cancelled, make submit EXP=x continues from there")
+
+
+def test_the_restart_token_survives_the_requeue_submission():
+    from jobs.tasks import TrainJob
+
+    job = TrainJob("{}", {}, 3, 0.5, restart_token="2026-12-03T07:00:00+0000 ab12cd34")
+    assert job._fresh().restart_token == job.restart_token and job._fresh().step_delay_s == 0.5
+    old = TrainJob("{}", {}, 3)
+    del old.restart_token  # a job pickled before the token existed
+    assert old._token() is None and old._fresh().restart_token is None
