@@ -176,7 +176,7 @@ class TrainJob(_Job):
         again = f"make submit EXP={exp.name} continues from there"
 
         def advice(signal_name: str) -> str:
-            if signal_name == signal.Signals.SIGUSR2.name and _rank()[0] == 0:
+            if signal_name == signal.Signals.SIGUSR2.name:
                 restarts = _restarts()
                 if restarts >= self.max_requeues:
                     return f"requeues used up (slurm.max_requeues={self.max_requeues}): {again}"
