@@ -107,7 +107,10 @@ class TrainConfig:
 class SampleConfig:
     sampler: Literal["ddpm", "ddim", "euler", "heun"] = "ddpm"
     steps: int = field(default=0, metadata=_range(0))  # 0: all T steps for ddpm/ddim, 50 for flow samplers
-    eta: float = field(default=0.0, metadata=_range(0.0))  # DDIM stochasticity, 1 = ancestral
+    # DDIM's noise: 0 = deterministic; 1 (with all T steps) = DDPM with sigma_t^2 = beta-tilde_t, the posterior
+    # variance (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t, not the ddpm sampler's sigma_t^2 = beta_t. Above 1
+    # the noise would exceed 1 - alpha_bar_{t-1} and leave no room for the predicted direction.
+    eta: float = field(default=0.0, metadata=_range(0.0, 1.0))
     guidance: float = field(default=1.0, metadata=_range(0.0))  # classifier-free guidance scale, 1 = off
     per_class: int = field(default=10, metadata=_range(1))  # conditional grids: one row per class
     n: int = field(default=100, metadata=_range(1))  # unconditional grids
@@ -285,6 +288,11 @@ def _check_consistency(exp: Experiment, where: str) -> None:
         raise ConfigError(f"{where}: train.label_dropout needs a conditional model (model.conditioning)")
     if exp.sample.guidance != 1.0 and exp.model.conditioning == "none":
         raise ConfigError(f"{where}: sample.guidance needs a conditional model (model.conditioning)")
+    if exp.sample.guidance != 1.0 and exp.train.label_dropout == 0:  # conditional: the null class was never seen
+        raise ConfigError(f"{where}: sample.guidance={exp.sample.guidance:g} needs a model trained with "
+                          f"train.label_dropout > 0 (guidance uses the unconditional prediction, learnt only from "
+                          f"dropped labels), but train.label_dropout is 0; use sample.guidance=1, or train with e.g. "
+                          f"train.label_dropout=0.1")
     if exp.model.arch == "seed_unet" and len(exp.model.channels) != 5:
         raise ConfigError(f"{where}: model.channels for seed_unet needs 5 widths (4 skip levels + bottleneck)")
 

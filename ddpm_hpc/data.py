@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import pickle
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +16,17 @@ from . import paths
 from .errors import ConfigError, DatasetMissing, UserError
 
 DATASETS = ("mnist", "cifar10", "digits")
-_CIFAR_DIR = "cifar-10-batches-py"  # torchvision's CIFAR10.base_folder
+# CIFAR-10's binary version (https://www.cs.toronto.edu/~kriz/cifar.html): fixed-size records, nothing to execute.
+# The python version (cifar-10-batches-py, torchvision's) is pickles, which can run code when loaded: never read.
+_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+_CIFAR_ARCHIVE = "cifar-10-binary.tar.gz"
+_CIFAR_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"  # the release page's MD5 of the archive
+_CIFAR_DIR = "cifar-10-batches-bin"  # the archive's folder
+_CIFAR_RECORD = 1 + 3 * 32 * 32  # one label byte, then the red, green and blue 32 x 32 planes, row-major
+_CIFAR_META = "batches.meta.txt"  # the class names, one per line
 _MNIST_DIR = Path("MNIST") / "raw"  # torchvision's MNIST.raw_folder
 # What a download writes under the data root, so a failed one can remove what it created.
-_DOWNLOADED = {"mnist": ("MNIST",), "cifar10": ("cifar-10-python.tar.gz", _CIFAR_DIR)}
+_DOWNLOADED = {"mnist": ("MNIST",), "cifar10": (_CIFAR_ARCHIVE, _CIFAR_DIR)}
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,7 @@ def _files(name: str, train: bool) -> list[str]:
     if name == "mnist":
         return [f"{split}-{kind}" for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
     if name == "cifar10":
-        return [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+        return [f"data_batch_{i}.bin" for i in range(1, 6)] if train else ["test_batch.bin"]
     return []
 
 
@@ -55,14 +62,17 @@ def missing_files(name: str, root: Path | None = None, train: bool = True) -> li
     """The files the loader needs for this split that are not under ``root``: [] means the dataset is there."""
     root = Path(root) if root is not None else paths.data_root()
     folder = {"mnist": root / _MNIST_DIR, "cifar10": root / _CIFAR_DIR}.get(_check_name(name))
-    extra = ["batches.meta"] if name == "cifar10" else []
+    extra = [_CIFAR_META] if name == "cifar10" else []
     return [folder / n for n in _files(name, train) + extra if not (folder / n).is_file()]
 
 
 def _missing(name: str, folder: Path, what: str = "not found") -> DatasetMissing:
+    kind = " (CIFAR-10's binary version)" if name == "cifar10" else ""
+    python = folder.with_name("cifar-10-batches-py")
+    old = f"; {python} (the pickled python version) is not read" if name == "cifar10" and python.is_dir() else ""
     return DatasetMissing(
-        f"{name} dataset {what} in {folder}: run `make data` (or `ddpm-hpc data {name}`) on a machine with "
-        f"internet such as the login node, or set DDPM_HPC_DATA to a folder that has it"
+        f"{name} dataset{kind} {what} in {folder}{old}: run `make data` (or `ddpm-hpc data {name}`) on a machine "
+        f"with internet such as the login node, or set DDPM_HPC_DATA to a folder that has it"
     )
 
 
@@ -74,35 +84,51 @@ def _resize32(images: torch.Tensor) -> torch.Tensor:
 
 
 def _load_mnist(root: Path, train: bool) -> ImageDataset:
-    import torchvision
+    # torchvision's IDX readers, not its MNIST class: that one first torch.loads (unpickles) MNIST/processed/*.pt
+    # when such files exist.
+    from torchvision.datasets.mnist import read_image_file, read_label_file
 
+    folder = root / _MNIST_DIR
     if missing_files("mnist", root, train):
-        raise _missing("mnist", root / _MNIST_DIR)
+        raise _missing("mnist", folder)
+    prefix = "train" if train else "t10k"
     try:
-        ds = torchvision.datasets.MNIST(root, train=train, download=False)
-    except (RuntimeError, ValueError, AssertionError) as err:  # torchvision's checks of truncated or foreign files
-        raise _missing("mnist", root / _MNIST_DIR, f"is corrupted ({type(err).__name__})") from err
-    return ImageDataset("mnist", _resize32(ds.data), ds.targets.long().contiguous(), 10)
+        images = read_image_file(str(folder / f"{prefix}-images-idx3-ubyte"))
+        labels = read_label_file(str(folder / f"{prefix}-labels-idx1-ubyte"))
+        if images.dim() != 3 or labels.shape != (len(images),):
+            raise ValueError(f"{len(labels)} labels for images of shape {tuple(images.shape)}")
+    except (RuntimeError, ValueError, AssertionError, TypeError) as err:  # truncated or foreign files
+        raise _missing("mnist", folder, f"is corrupted ({type(err).__name__})") from err
+    return ImageDataset("mnist", _resize32(images), labels.long().contiguous(), 10)
+
+
+def read_cifar10_records(data: bytes, source: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 binary records -> (images N x 3 x 32 x 32 uint8, labels N int64). A record is 3073 bytes: the label
+    (0-9), then 1024 red, 1024 green and 1024 blue bytes of the 32 x 32 image, row by row; raises ValueError for
+    anything else."""
+    if not data or len(data) % _CIFAR_RECORD:
+        raise ValueError(f"{source}: {len(data)} bytes is not a whole number of {_CIFAR_RECORD}-byte records")
+    rows = np.frombuffer(data, dtype=np.uint8).reshape(-1, _CIFAR_RECORD)
+    labels = rows[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        raise ValueError(f"{source}: label {labels.max()} is not a CIFAR-10 class (0-9)")
+    return rows[:, 1:].reshape(-1, 3, 32, 32), labels  # planes R, G, B: already CHW
 
 
 def _load_cifar10(root: Path, train: bool) -> ImageDataset:
-    # torchvision's CIFAR10 verifies the MD5 of every batch against the original release, so it refuses any other
-    # files, including the small generated ones the tests and smoke runs use. We therefore read the python batches
-    # ourselves, exactly as CIFAR10.__init__ does (same folder, same pickles); downloads still go through torchvision.
     folder = root / _CIFAR_DIR
     if missing_files("cifar10", root, train):
         raise _missing("cifar10", folder)
-    data, labels = [], []
+    images, labels = [], []
     try:
         for n in _files("cifar10", train):
-            with open(folder / n, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")
-            data.append(entry["data"])
-            labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
-        images = np.vstack(data).reshape(-1, 3, 32, 32)  # rows are R, G, B planes: already CHW
-    except (EOFError, KeyError, ValueError, pickle.UnpicklingError) as err:
-        raise _missing("cifar10", folder, f"is corrupted ({type(err).__name__})") from err
-    return ImageDataset("cifar10", torch.from_numpy(images).contiguous(), torch.tensor(labels, dtype=torch.int64), 10)
+            x, y = read_cifar10_records((folder / n).read_bytes(), n)
+            images.append(x)
+            labels.append(y)
+    except ValueError as err:
+        raise _missing("cifar10", folder, f"is corrupted ({err})") from err
+    return ImageDataset("cifar10", torch.from_numpy(np.concatenate(images)).contiguous(),
+                        torch.from_numpy(np.concatenate(labels)), 10)
 
 
 def _load_digits() -> ImageDataset:
@@ -140,11 +166,32 @@ def download_dataset(name: str, root: Path | None = None) -> Path:
             if name == "mnist":
                 torchvision.datasets.MNIST(root, train=True, download=True)  # fetches both splits
             elif name == "cifar10":
-                torchvision.datasets.CIFAR10(root, train=True, download=True)
-    except (OSError, RuntimeError) as err:  # URLError is an OSError; MNIST wraps mirror failures in RuntimeError
+                _download_cifar10(root)
+    except (OSError, RuntimeError, tarfile.TarError) as err:  # URLError is an OSError; MNIST wraps mirror failures
+        # in RuntimeError, and so does download_url for an MD5 mismatch
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"could not download {name} into {root} ({first_line}): is there internet here?") from err
     return root
+
+
+def _download_cifar10(root: Path) -> None:
+    """The binary release, MD5-checked (torchvision's download_url), then only its data files taken out of the
+    archive: plain files at the names the release has, never a link or a path outside ``root``."""
+    from torchvision.datasets.utils import download_url
+
+    download_url(_CIFAR_URL, str(root), _CIFAR_ARCHIVE, _CIFAR_MD5)
+    folder = root / _CIFAR_DIR
+    folder.mkdir(exist_ok=True)
+    with tarfile.open(root / _CIFAR_ARCHIVE, "r:gz") as tar:
+        for name in _files("cifar10", True) + _files("cifar10", False) + [_CIFAR_META]:
+            try:
+                member = tar.getmember(f"{_CIFAR_DIR}/{name}")
+            except KeyError:
+                raise tarfile.TarError(f"{_CIFAR_ARCHIVE} has no {_CIFAR_DIR}/{name}") from None
+            if not member.isreg():
+                raise tarfile.TarError(f"{member.name} in {_CIFAR_ARCHIVE} is not a plain file")
+            with tar.extractfile(member) as src:
+                (folder / name).write_bytes(src.read())
 
 
 @contextlib.contextmanager

@@ -51,7 +51,10 @@ def preview_grid(run: Run) -> Path:
     return write_samples(paths.experiment_dir(exp.name) / "samples", tag, result, info, nrow)
 
 
-def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, after_step=None) -> TrainOutcome:
+def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, after_step=None,
+                 restart_token: str | None = None, stop_advice=None) -> TrainOutcome:
+    """``train`` with the loss plot and report refreshed at every checkpoint (``restart_token``, ``stop_advice``:
+    see ``train``)."""
     holder: dict = {}
     if exp.train.tensorboard:
         tensorboard_log.require()  # before any work: one line, not a traceback mid-run
@@ -77,7 +80,8 @@ def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, 
 
     try:
         outcome = train(exp, ctx, log_fn, on_checkpoint=on_checkpoint, every_steps=every_steps,
-                        after_step=each_step if tb or after_step else None)
+                        after_step=each_step if tb or after_step else None, restart_token=restart_token,
+                        stop_advice=stop_advice)
     finally:
         if tb:
             tb.close()

@@ -53,6 +53,30 @@ def archive_previous_run(exp: Experiment) -> list[Path]:
     return moved
 
 
+# In checkpoints/<name>/: which request to start over (train.restart=true) this run's files answer. A batch job is
+# re-run from the top by every requeue with the same config; this file lets it start over once per submission.
+RESTART_MARK = "restart.json"
+
+
+def restarted_under(exp_name: str, token: str | None) -> bool:
+    """Whether the run on disk already started over for the restart request ``token`` (None: never, so every
+    ``train.restart=true`` run on a workstation starts over)."""
+    if token is None:
+        return False
+    try:
+        return json.loads((paths.checkpoint_dir(exp_name) / RESTART_MARK).read_text()).get("token") == token
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def mark_restart(exp_name: str, token: str) -> None:
+    """Record that the run now in ``checkpoints/<name>/`` started over for ``token`` (moved aside with it later)."""
+    folder = paths.checkpoint_dir(exp_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"token": token, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    checkpoint.atomic_write(folder / RESTART_MARK, (json.dumps(record) + "\n").encode())
+
+
 def rewind_metrics(metrics: Path, step: int) -> int:
     """Resuming from ``step``: lines logged after it (they will be logged again, identically) and lines cut short by
     a kill move from ``metrics.jsonl`` to the end of ``metrics.rewound.jsonl``. Returns how many lines moved."""

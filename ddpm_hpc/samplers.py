@@ -44,7 +44,8 @@ def ddpm_ancestral(fn: Denoiser, x, schedule: NoiseSchedule, *, generator=None, 
 
 def ddim(fn: Denoiser, x, schedule: NoiseSchedule, *, steps: int, eta: float = 0.0, generator=None, keep: int = 0,
          progress=None, **_):
-    """Song et al. (2021) on ``steps`` evenly spaced timesteps; eta=1 with all T steps is the ancestral sampler."""
+    """Song et al. (2021) on ``steps`` evenly spaced timesteps, eta in [0, 1]. eta=0 is deterministic; eta=1 with all
+    T steps is DDPM with sigma_t^2 = beta-tilde_t (the posterior variance), whereas ``ddpm_ancestral`` uses beta_t."""
     s, T = schedule, schedule.T
     times = torch.linspace(T, 0, steps + 1).round().long().tolist()
     trajectory, marks = [x], _snapshots(steps + 1, keep)
@@ -54,7 +55,7 @@ def ddim(fn: Denoiser, x, schedule: NoiseSchedule, *, steps: int, eta: float = 0
         mab_t, mab_prev = s.one_minus_alpha_bars[t], s.one_minus_alpha_bars[prev]  # 1 - ab, kept precise
         x0 = (x - mab_t.sqrt() * eps) / ab_t.sqrt()
         sigma = eta * (mab_prev / mab_t * (1 - ab_t / ab_prev)).sqrt()
-        direction = (mab_prev - sigma**2).clamp(min=0).sqrt() * eps
+        direction = (mab_prev - sigma**2).clamp(min=0).sqrt() * eps  # >= 0 for eta <= 1; clamp: rounding only
         x = ab_prev.sqrt() * x0 + direction
         if eta > 0 and prev > 0:
             x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)

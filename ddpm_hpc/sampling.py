@@ -96,7 +96,7 @@ def sampling_config(trained: Experiment, exp: Experiment, source: Path) -> Exper
     the trained T or guidance on an unconditional network would otherwise draw noise without a word."""
     d, m = trained.diffusion, trained.model
     where = (f"checkpoint {source} (trained with diffusion.objective={d.objective}, diffusion.T={d.T}, "
-             f"model.conditioning={m.conditioning})")
+             f"model.conditioning={m.conditioning}, train.label_dropout={trained.train.label_dropout:g})")
     data = {k: v for k, v in trained.to_dict().items() if k != "name"}
     return build_experiment(exp.name, {**data, "sample": dataclasses.asdict(exp.sample)}, where)
 

@@ -31,7 +31,7 @@ from .fast_paths import AUTOCAST, autocast, compile_model, grad_scaler, make_ada
 from .logging_utils import Progress, format_seconds, log
 from .models import build_model
 from .objectives import Share, drop_labels, make_objective
-from .run_files import REWOUND, archive_previous_run, rewind_metrics
+from .run_files import REWOUND, archive_previous_run, mark_restart, restarted_under, rewind_metrics
 from .schedules import make_schedule
 
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
@@ -284,27 +284,35 @@ def diverged(run: Run, problem: str) -> TrainingDiverged:
 def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[str], None] = log,
           on_checkpoint: Callable[[Run, Path], None] | None = None,
           every_steps: Callable[[Run], None] | None = None,
-          after_step: Callable[[Run], None] | None = None) -> TrainOutcome:
+          after_step: Callable[[Run], None] | None = None, restart_token: str | None = None,
+          stop_advice: Callable[[str], str] | None = None) -> TrainOutcome:
     """Train ``exp`` to ``train.steps``, resuming from its latest valid checkpoint. ``on_checkpoint`` runs after each
     save (e.g. to refresh the loss plot); ``every_steps`` runs every ``sample.every`` steps (preview grids);
-    ``after_step`` runs after every step, before the stop check (the SLURM tests use it to slow tiny runs down)."""
+    ``after_step`` runs after every step, before the stop check (the SLURM tests use it to slow tiny runs down).
+
+    ``train.restart=true`` starts over every time without ``restart_token``; with one (a batch job that may be re-run
+    from the top), only once: the run that started over for that token resumes. ``stop_advice(signal name)`` says what
+    happens after a stop signal (default: run the same command again)."""
     say = log_fn if ctx.is_main else (lambda *_: None)
     run = Run(exp, ctx, say)
     out_dir = paths.experiment_dir(exp.name)
     metrics = out_dir / "metrics.jsonl"
     ckpt = None
-    if not exp.train.restart:
+    own_restart = exp.train.restart and restarted_under(exp.name, restart_token)  # started over already: resume
+    if not exp.train.restart or own_restart:
         ckpt = checkpoint.load_latest(paths.checkpoint_dir(exp.name), run.validate, warn=say)
     if ckpt is not None:
         run.restore(ckpt)
         say(f"resuming {exp.name} from {ckpt.path} (step {run.step}/{exp.train.steps})")
     ctx.barrier()  # every rank has read the checkpoints before the main one moves any aside
     if ctx.is_main:
-        if run.step == 0:  # a fresh start never mixes with (or deletes) an earlier run's files
+        if run.step == 0 and not own_restart:  # a fresh start never mixes with (or deletes) an earlier run's files
             moved = archive_previous_run(exp)
             if moved:
                 why = "train.restart=true" if exp.train.restart else "no checkpoint to resume from"
                 say(f"{why}: moved the previous run of {exp.name} aside to {' and '.join(map(str, moved))}")
+            if exp.train.restart and restart_token:
+                mark_restart(exp.name, restart_token)
         elif rewound := rewind_metrics(metrics, run.step):
             say(f"moved {rewound} metrics line{'s' if rewound > 1 else ''} logged after step {run.step} to "
                 f"{metrics.with_name(REWOUND)}")
@@ -377,8 +385,9 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
             if stopping:
                 if progress:
                     progress.close()
-                say(f"{stop.received or 'stop'} received: saved step {step} to {saved}; running the same "
-                    f"command again continues from there")
+                advice = stop_advice(stop.received or "stop") if stop_advice else \
+                    "running the same command again continues from there"
+                say(f"{stop.received or 'stop'} received: saved step {step} to {saved}; {advice}")
                 return TrainOutcome("interrupted", step, stop.received or "peer", saved)
     say(f"finished {exp.name} at step {run.step} ({format_seconds(run.wall_seconds)} of training)")
     if saved is None and ctx.is_main:  # already complete when started: nothing new to save

@@ -15,7 +15,7 @@ from ddpm_hpc.logging_utils import format_seconds
 # a job's state from its last event, and the states that mean it failed, as the report has them
 from ddpm_hpc.report.experiment_state import EVENT_STATES, FAILED_JOB_STATES
 
-from . import registry, slurm
+from . import pending, registry, slurm
 
 FAILURES = tuple(FAILED_JOB_STATES)  # for str.startswith
 NEVER_STARTED = ("", "None", "Unknown")  # sacct's Start of a run that has not begun
@@ -98,6 +98,8 @@ def job_view(name: str, entry: dict, queue: dict | None, acct: dict | None) -> J
         q = queue[job_id]
         view.state, view.live = q.state, True
         reason = "" if q.state == "RUNNING" or q.reason == "None" else q.reason
+        if q.state == "PENDING":  # a reason that waiting does not clear: say so, and what to change
+            reason = pending.explain_pending(job_id, q.reason, name) or reason
         requeued = q.state == "PENDING" and view.started
         if requeued:
             reason = ", ".join(filter(None, ("requeued", "restarts shortly" if reason == "BeginTime" else reason)))

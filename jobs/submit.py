@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import secrets
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,11 +16,11 @@ import yaml
 
 from ddpm_hpc import paths
 from ddpm_hpc.checkpoint import CorruptCheckpoint, atomic_write, newest_file, read_metadata
-from ddpm_hpc.config import Experiment, load_experiment
-from ddpm_hpc.errors import UserError
+from ddpm_hpc.config import Experiment, experiment_from_json, load_experiment
+from ddpm_hpc.errors import ConfigError, UserError
 
 from . import registry, slurm
-from .executor import check_slurm_config, make_executor, world_size
+from .executor import check_slurm_config, make_executor, sbatch_parameters, world_size
 from .tasks import STEP_DELAY_VAR, SampleJob, TrainJob, current_roots
 
 
@@ -44,6 +45,45 @@ def check_checkpoint_matches(exp: Experiment) -> None:
             check_same_experiment(exp, SimpleNamespace(path=path, metadata=metadata))
     except (OSError, ValueError, CorruptCheckpoint):
         return  # unreadable file or stored config: the job's own loader reports and skips it
+
+
+def check_sampling_fits_checkpoint(exp: Experiment) -> None:
+    """make sample: the sample settings against the newest checkpoint's stored config, now rather than in the queue
+    (e.g. sample.guidance on a model trained with train.label_dropout 0, a flow sampler on a ddpm model)."""
+    if exp.sample.checkpoint not in ("latest", ""):
+        return
+    path = newest_file(paths.checkpoint_dir(exp.name))
+    if path is None:
+        return
+    try:
+        trained = experiment_from_json(read_metadata(path)["config"])
+    except (OSError, ValueError, KeyError, TypeError, CorruptCheckpoint, UserError):
+        return  # unreadable file or stored config: the job's own loader reports and skips it
+    from ddpm_hpc.sampling import sampling_config  # imports torch: only when there is a checkpoint
+
+    sampling_config(trained, exp, path)
+
+
+# The experiment key behind each sbatch parameter that a partition limits, per job.
+_KEYS = {"train": {"time": "slurm.time_min", "gres": "slurm.gres"},
+         "sample": {"time": "slurm.sample_time_min", "gres": "slurm.gres"}}
+
+
+def check_partition(exp: Experiment, kinds: tuple[str, ...] = ("train", "sample")) -> None:
+    """Refuse in one line a request that ``slurm.partition`` can never run (MaxTime, MaxNodes, AllowQos, the gres its
+    nodes have): a cluster that does not enforce partition limits at submission would leave it pending forever."""
+    from .partition import partition_limits, request_problem
+
+    if not exp.slurm.partition:
+        return
+    try:
+        limits = partition_limits(exp.slurm.partition)
+    except slurm.SlurmUnavailable:
+        return  # scontrol does not answer, or knows no such partition: sbatch itself is the judge
+    for kind in kinds:
+        problem = request_problem(sbatch_parameters(exp, kind), limits, _KEYS[kind])
+        if problem:
+            raise ConfigError(f"experiment {exp.name}: {problem}")
 
 
 def warn_missing_data(exp: Experiment) -> None:
@@ -143,6 +183,7 @@ def submit_training(name: str, overrides: list[str], force: bool = False, out=pr
     check_checkpoint_matches(exp)
     warn_missing_data(exp)
     _require_slurm(f"use make local EXP={name} here")
+    check_partition(exp)
     try:
         live = live_jobs(name)
     except slurm.SlurmUnavailable as exc:
@@ -159,7 +200,10 @@ def submit_training(name: str, overrides: list[str], force: bool = False, out=pr
         out(f"cancelled {listing}; the new training job starts after they have exited")
     folder = registry.logs_dir(name)
     roots, config = current_roots(), exp.to_json()
-    train_job = _submit(exp, "train", folder, after, TrainJob(config, roots, exp.slurm.max_requeues, _step_delay()))
+    # train.restart=true: this submission starts over once; its requeues resume (jobs/tasks.py TrainJob)
+    token = f"{registry.now()} {secrets.token_hex(4)}" if exp.train.restart else None
+    train_job = _submit(exp, "train", folder, after,
+                        TrainJob(config, roots, exp.slurm.max_requeues, _step_delay(), restart_token=token))
     train_id = str(train_job.job_id)
     registry.add(name, _entry(train_id, "train", overrides, exp, after))
     snapshot = write_snapshot(exp, overrides)  # only now: a refused job must not replace the last one's snapshot
@@ -188,6 +232,8 @@ def submit_sampling(name: str, overrides: list[str], out=print) -> str:
     exp = load_experiment(name, overrides)
     check_slurm_config(exp)
     _require_slurm(f"use ddpm-hpc sample {name} here")
+    check_partition(exp, ("sample",))
+    check_sampling_fits_checkpoint(exp)
     try:
         live_train = [j for j in live_jobs(name) if j["kind"] == "train"]
     except slurm.SlurmUnavailable as exc:

@@ -43,6 +43,7 @@ from submitit.core.utils import temporary_save_path
 
 from ddpm_hpc.config import experiment_from_json
 from ddpm_hpc.errors import UnsupportedGPU
+from ddpm_hpc.run_files import restarted_under
 
 from . import registry
 from .slurm import SlurmUnavailable, requeue
@@ -170,14 +171,39 @@ def _device_fields(exp, ctx) -> dict:
 
 
 class TrainJob(_Job):
+    """``restart_token``: made by ``make submit`` when the config says ``train.restart=true``. Every run of the job
+    (requeues re-run it from the top with the same config) passes it to the trainer, which starts over only if the
+    files on disk did not already start over for it: one submission starts over once, its requeues resume."""
+
     kind = "train"
 
-    def __init__(self, config_json: str, roots: dict[str, str], max_requeues: int, step_delay_s: float = 0.0):
+    def __init__(self, config_json: str, roots: dict[str, str], max_requeues: int, step_delay_s: float = 0.0,
+                 restart_token: str | None = None):
         super().__init__(config_json, roots, max_requeues)
         self.step_delay_s = step_delay_s
+        self.restart_token = restart_token
 
     def _fresh(self) -> "TrainJob":
-        return TrainJob(self.config_json, self.roots, self.max_requeues, self.step_delay_s)
+        return TrainJob(self.config_json, self.roots, self.max_requeues, self.step_delay_s, self._token())
+
+    def _token(self) -> str | None:
+        return getattr(self, "restart_token", None)  # jobs pickled before the attribute existed have none
+
+    def _stop_advice(self, exp):
+        """What the job does after a stop signal, for the trainer's "saved step N" line (the trainer knows no SLURM)."""
+        again = f"make submit EXP={exp.name} continues from there"
+
+        def advice(signal_name: str) -> str:
+            if signal_name == signal.Signals.SIGUSR2.name:
+                restarts = _restarts()
+                if restarts >= self.max_requeues:
+                    return f"requeues used up (slurm.max_requeues={self.max_requeues}): {again}"
+                return f"the job requeues itself and resumes from there (restart {restarts + 1} of at most " \
+                       f"{self.max_requeues})"
+            return f"if SLURM is requeueing or pre-empting the job it comes back and resumes from there; if it " \
+                   f"was cancelled, {again}"
+
+        return advice
 
     def __call__(self) -> dict:
         from ddpm_hpc import distributed
@@ -191,9 +217,11 @@ class TrainJob(_Job):
                 print(f"rank {ctx.rank} of {ctx.world_size} (local rank {ctx.local_rank}) on {os.uname().nodename}"
                       + ("" if ctx.is_main else ": training; rank 0 logs the progress"), flush=True)
             device = _device_fields(exp, ctx)
-            self._event(exp.name, "start", step=_latest_step(exp.name), total=exp.train.steps,
+            starts_over = exp.train.restart and not restarted_under(exp.name, self._token())
+            self._event(exp.name, "start", step=0 if starts_over else _latest_step(exp.name), total=exp.train.steps,
                         host=os.uname().nodename, world_size=ctx.world_size, **device)
-            outcome = run_training(exp, ctx, after_step=(lambda run: time.sleep(delay)) if delay > 0 else None)
+            outcome = run_training(exp, ctx, after_step=(lambda run: time.sleep(delay)) if delay > 0 else None,
+                                   restart_token=self._token(), stop_advice=self._stop_advice(exp))
         except UnsupportedGPU as exc:
             self._fail_for_good(exp.name, exc)
         except Exception as exc:  # UserError (missing data, checkpoint mismatch) or a bug: one line for make status

@@ -6,7 +6,6 @@ trained on them has something to learn. The writers return what they wrote, for 
 
 from __future__ import annotations
 
-import pickle
 import struct
 from pathlib import Path
 
@@ -70,13 +69,14 @@ def write_mnist(root: Path, n_train: int = 200, n_test: int = 50, seed: int = 0)
 
 
 def write_cifar10(root: Path, n_per_batch: int = 40, n_test: int | None = None, seed: int = 0) -> dict:
-    """``root/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}``: pickled dicts as in the original
-    release (``data``: N x 3072 uint8, R then G then B planes of 32 x 32; ``labels``: list of int). Each class is a
-    shape in its own colour on a darker, tinted background.
+    """``root/cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin`` and ``batches.meta.txt``, as in CIFAR-10's
+    binary release (cifar-10-binary.tar.gz): each image is one 3073-byte record, the label byte (0-9) then the
+    1024 red, 1024 green and 1024 blue bytes of the 32 x 32 image, row by row; the meta file holds the class names,
+    one per line. Each class is a shape in its own colour on a darker, tinted background.
 
     Returns ``{"train": (images N x 3 x 32 x 32 uint8, labels N int64), "test": (...)}``, train in batch order."""
     rng = np.random.default_rng(seed)
-    folder = Path(root) / "cifar-10-batches-py"
+    folder = Path(root) / "cifar-10-batches-bin"
     folder.mkdir(parents=True, exist_ok=True)
     palette = rng.uniform(60, 255, size=(10, 3))  # one foreground colour per class
     written = {"train": ([], [])}
@@ -90,21 +90,32 @@ def write_cifar10(root: Path, n_per_batch: int = 40, n_test: int | None = None, 
             background = rng.uniform(0, 60, size=(3, 1, 1))
             img = background + mask * (palette[label][:, None, None] - background) + rng.normal(0, 8, (3, 32, 32))
             images[i] = np.clip(img, 0, 255).round().astype(np.uint8)
-        entry = {
-            "batch_label": f"synthetic {name}",
-            "labels": [int(v) for v in labels],
-            "data": images.reshape(n, 3072),
-            "filenames": [f"synthetic_{name}_{i}.png" for i in range(n)],
-        }
-        with open(folder / name, "wb") as f:
-            pickle.dump(entry, f, protocol=2)
+        records = np.concatenate([labels.astype(np.uint8)[:, None], images.reshape(n, 3072)], axis=1)
+        (folder / f"{name}.bin").write_bytes(records.tobytes())
         if name == "test_batch":
             written["test"] = (images, labels.astype(np.int64))
         else:
             written["train"][0].append(images)
             written["train"][1].append(labels.astype(np.int64))
     written["train"] = (np.concatenate(written["train"][0]), np.concatenate(written["train"][1]))
-    meta = {"label_names": CIFAR_LABEL_NAMES, "num_cases_per_batch": n_per_batch, "num_vis": 3072}
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump(meta, f, protocol=2)
+    (folder / "batches.meta.txt").write_text("\n".join(CIFAR_LABEL_NAMES) + "\n\n")
     return written
+
+
+def write_cifar10_python_version(root: Path, written: dict) -> None:
+    """The same images in CIFAR-10's python version (``cifar-10-batches-py``: pickled dicts), only so that a test
+    can compare our binary reader with torchvision's reader of that version. The toolkit never reads these files."""
+    import pickle
+
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    images, labels = written["train"]
+    chunks = np.array_split(np.arange(len(labels)), 5)
+    for i, idx in enumerate(chunks, start=1):
+        entry = {"labels": [int(v) for v in labels[idx]], "data": images[idx].reshape(len(idx), 3072)}
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(entry, protocol=2))
+    test_images, test_labels = written["test"]
+    entry = {"labels": [int(v) for v in test_labels], "data": test_images.reshape(len(test_labels), 3072)}
+    (folder / "test_batch").write_bytes(pickle.dumps(entry, protocol=2))
+    meta = {"label_names": CIFAR_LABEL_NAMES, "num_cases_per_batch": len(chunks[0]), "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))

@@ -185,6 +185,12 @@ def test_literal_choices_listed(root, section, key, value, choices):
     ({"model": {"arch": "conv", "conditioning": "onehot"}}, ["model.arch=conv"]),
     ({"train": {"label_dropout": 0.1}}, ["train.label_dropout", "model.conditioning"]),
     ({"sample": {"sampler": "ddim", "steps": 5, "guidance": 2.0}}, ["sample.guidance", "model.conditioning"]),
+    # a conditional model trained without label dropout never learnt the unconditional branch guidance needs
+    ({"model": {"arch": "unet", "channels": [8, 16], "conditioning": "embedding"},
+      "sample": {"sampler": "ddim", "steps": 5, "guidance": 3.0}}, ["sample.guidance=3", "train.label_dropout"]),
+    ({"model": {"arch": "unet", "channels": [8, 16], "conditioning": "embedding"},
+      "sample": {"sampler": "ddim", "steps": 5, "guidance": 0.0}}, ["sample.guidance=0", "train.label_dropout"]),
+    ({"sample": {"sampler": "ddim", "steps": 5, "eta": 1.5}}, ["sample.eta", "<= 1"]),
     ({"model": {"arch": "seed_unet", "channels": [8, 8, 8]}}, ["model.channels", "5"]),
     ({"diffusion": {"T": 50, "beta1": 0.02, "beta2": 0.01}}, ["beta1", "beta2"]),
 ])

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-from fixtures import write_cifar10, write_mnist
+from fixtures import write_cifar10, write_cifar10_python_version, write_mnist
 
-from ddpm_hpc.data import (BatchSampler, ImageDataset, download_dataset, load_dataset, missing_files, to_model_range,
-                           to_uint8)
+from ddpm_hpc.data import (BatchSampler, ImageDataset, download_dataset, load_dataset, missing_files,
+                           read_cifar10_records, to_model_range, to_uint8)
 from ddpm_hpc.errors import ConfigError, DatasetMissing, UserError
 
 
@@ -48,11 +48,14 @@ def test_cifar10_round_trip(tmp_path, train):
     assert torch.equal(ds.labels, torch.from_numpy(written[1]))
 
 
-def test_cifar10_layout_matches_torchvision(tmp_path, monkeypatch):
-    """Our reader sees the same pixels as torchvision's CIFAR10 once its MD5 check (original files only) is off."""
+def test_cifar10_binary_reader_matches_torchvisions_reader_of_the_python_version(tmp_path, monkeypatch):
+    """The same images written in both of CIFAR-10's formats: our reader of the binary records sees the pixels and
+    labels torchvision's CIFAR10 sees in the pickled python version (its MD5 check, original files only, is off).
+    Only this test writes or reads the python version."""
     import torchvision.datasets.cifar as tv_cifar
 
-    write_cifar10(tmp_path, n_per_batch=4)
+    written = write_cifar10(tmp_path, n_per_batch=4)
+    write_cifar10_python_version(tmp_path, written)
     monkeypatch.setattr(tv_cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
     tv = tv_cifar.CIFAR10(tmp_path, train=True)
     ds = load_dataset("cifar10", tmp_path)
@@ -60,7 +63,66 @@ def test_cifar10_layout_matches_torchvision(tmp_path, monkeypatch):
     assert ds.labels.tolist() == tv.targets
 
 
-@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("cifar10", "cifar-10-batches-py")])
+def test_cifar10_record_layout():
+    """One 3073-byte record: label, then the R, G and B planes of the 32 x 32 image, row by row."""
+    record = bytes([7]) + bytes(range(256)) * 12
+    images, labels = read_cifar10_records(record)
+    assert labels.tolist() == [7] and images.shape == (1, 3, 32, 32)
+    assert images[0, 0, 0, :3].tolist() == [0, 1, 2] and images[0, 0, 1, 0] == 32  # red, row 1
+    assert images[0, 1, 0, 0] == (1024 % 256) and images[0, 2, 31, 31] == (3071 % 256)  # green, blue
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda data: data[:-100], "is not a whole number of 3073-byte records"),
+    (lambda data: b"", "0 bytes"),
+    (lambda data: bytes([10]) + data[1:], "label 10 is not a CIFAR-10 class"),
+])
+def test_damaged_cifar10_is_one_line(tmp_path, damage, words):
+    write_cifar10(tmp_path, n_per_batch=3)
+    path = tmp_path / "cifar-10-batches-bin" / "data_batch_2.bin"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DatasetMissing) as err:
+        load_dataset("cifar10", tmp_path)
+    message = str(err.value)
+    assert message.startswith("cifar10 dataset (CIFAR-10's binary version) is corrupted (data_batch_2.bin: ") and \
+        words in message and "make data" in message and "\n" not in message, message
+
+
+def test_no_dataset_is_read_through_pickle(tmp_path, monkeypatch):
+    """Every unpickler (pickle, torch.load, np.load) raises while MNIST and CIFAR-10 load, with the files that would
+    tempt them there too: CIFAR-10's python version, and the MNIST/processed/*.pt that torchvision's MNIST class
+    torch.loads when they exist."""
+    import pickle
+
+    written = write_cifar10(tmp_path, n_per_batch=3, n_test=2)
+    write_cifar10_python_version(tmp_path, written)
+    write_mnist(tmp_path, n_train=6, n_test=4)
+    (tmp_path / "MNIST" / "processed").mkdir()
+    for name in ("training.pt", "test.pt"):
+        torch.save((torch.zeros(1, 28, 28, dtype=torch.uint8), torch.zeros(1)), tmp_path / "MNIST" / "processed" / name)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dataset was read through an unpickler")
+
+    for module, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load"),
+                         (np, "load")):
+        monkeypatch.setattr(module, name, refuse)
+    for train in (True, False):
+        assert len(load_dataset("cifar10", tmp_path, train=train)) == (15 if train else 2)
+        assert len(load_dataset("mnist", tmp_path, train=train)) == (6 if train else 4)
+
+
+def test_the_data_module_has_no_unpickler():
+    """Nothing in data.py that unpickles: no pickle, torch.load or np.load, nor torchvision's CIFAR10 (pickles) or
+    MNIST (torch.loads MNIST/processed/*.pt) classes for reading; MNIST only downloads through its class."""
+    source = (Path(__file__).resolve().parents[1] / "ddpm_hpc" / "data.py").read_text()
+    code = "\n".join(line.split("#")[0] for line in source.splitlines())  # comments may name what is avoided
+    code = code.replace("torchvision.datasets.MNIST(root, train=True, download=True)", "")
+    for needle in ("import pickle", "pickle.", "torch.load", "np.load", "allow_pickle", "CIFAR10(", "MNIST("):
+        assert needle not in code, needle
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("cifar10", "cifar-10-batches-bin")])
 def test_missing_dataset(tmp_path, name, folder):
     with pytest.raises(DatasetMissing) as err:
         load_dataset(name, tmp_path / "nowhere")
@@ -70,9 +132,18 @@ def test_missing_dataset(tmp_path, name, folder):
 
 def test_partial_cifar10_is_missing(tmp_path):
     write_cifar10(tmp_path, n_per_batch=2)
-    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
+    (tmp_path / "cifar-10-batches-bin" / "data_batch_3.bin").unlink()
     with pytest.raises(DatasetMissing, match="make data"):
         load_dataset("cifar10", tmp_path)
+
+
+def test_only_the_python_version_says_it_is_not_read(tmp_path):
+    write_cifar10_python_version(tmp_path, write_cifar10(tmp_path / "elsewhere", n_per_batch=2))
+    with pytest.raises(DatasetMissing) as err:
+        load_dataset("cifar10", tmp_path)
+    assert str(err.value).startswith(f"cifar10 dataset (CIFAR-10's binary version) not found in "
+                                     f"{tmp_path / 'cifar-10-batches-bin'}; {tmp_path / 'cifar-10-batches-py'} (the "
+                                     f"pickled python version) is not read: run `make data`"), err.value
 
 
 def test_missing_files_is_the_loaders_test(tmp_path):
@@ -82,9 +153,9 @@ def test_missing_files_is_the_loaders_test(tmp_path):
     write_mnist(tmp_path, n_train=3, n_test=2)
     write_cifar10(tmp_path, n_per_batch=2, n_test=2)
     assert missing_files("mnist", tmp_path) == [] and missing_files("cifar10", tmp_path) == []
-    (tmp_path / "cifar-10-batches-py" / "test_batch").unlink()
+    (tmp_path / "cifar-10-batches-bin" / "test_batch.bin").unlink()
     assert missing_files("cifar10", tmp_path) == [] and \
-        missing_files("cifar10", tmp_path, train=False) == [tmp_path / "cifar-10-batches-py" / "test_batch"]
+        missing_files("cifar10", tmp_path, train=False) == [tmp_path / "cifar-10-batches-bin" / "test_batch.bin"]
 
 
 @pytest.mark.parametrize("damage", [lambda data: data[:1000], lambda data: b"garbage"])
@@ -106,20 +177,20 @@ def test_failed_download_removes_only_what_it_created(tmp_path, monkeypatch):
     """No internet: one line, and no empty MNIST/raw or partial archive left to pass for a dataset; what was there
     before stays."""
     import torchvision.datasets as tvd
-    import torchvision.datasets.cifar as tv_cifar
+    import torchvision.datasets.utils as tv_utils
 
     monkeypatch.setattr(tvd.MNIST, "mirrors", [f"http://127.0.0.1:{free_port()}/"])  # connection refused
     with pytest.raises(UserError, match=r"^could not download mnist into .*: is there internet here\?$"):
         download_dataset("mnist", tmp_path / "new" / "data")
     assert not (tmp_path / "new").exists()
 
-    def partial_download(url, download_root, filename, md5):  # an archive cut short, half extracted
-        Path(download_root, filename).write_bytes(b"\x1f\x8b half an archive")
-        Path(download_root, "cifar-10-batches-py").mkdir()
-        Path(download_root, "cifar-10-batches-py", "data_batch_1").write_bytes(b"half")
+    def partial_download(url, root, filename, md5):  # an archive cut short, a half-written data file beside it
+        Path(root, filename).write_bytes(b"\x1f\x8b half an archive")
+        Path(root, "cifar-10-batches-bin").mkdir()
+        Path(root, "cifar-10-batches-bin", "data_batch_1.bin").write_bytes(b"half")
         raise URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", partial_download)
+    monkeypatch.setattr(tv_utils, "download_url", partial_download)
     root = tmp_path / "data"
     (root / "MNIST" / "raw").mkdir(parents=True)
     (root / "MNIST" / "raw" / "mine").write_text("kept")
@@ -213,3 +284,65 @@ def test_fixture_classes_are_distinct(tmp_path):
     means = np.stack([images[labels == c].astype(np.float32).mean(0) for c in range(10)])
     nearest = ((images[:, None].astype(np.float32) - means[None]) ** 2).sum((2, 3)).argmin(1)
     assert (nearest == labels).mean() > 0.9
+
+
+@pytest.fixture
+def cifar_server(tmp_path, monkeypatch):
+    """A real HTTP server on localhost serving ``cifar-10-binary.tar.gz`` built from the fixture files (the release's
+    layout: ``cifar-10-batches-bin/...``); ``make(links=True)`` rebuilds it with a symlink for a data file."""
+    import hashlib
+    import tarfile
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from ddpm_hpc import data
+
+    source, served = tmp_path / "source", tmp_path / "served"
+    served.mkdir()
+    written = write_cifar10(source, n_per_batch=3, n_test=2)
+
+    def make(links: bool = False) -> str:
+        archive = served / "cifar-10-binary.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for path in sorted((source / "cifar-10-batches-bin").iterdir()):
+                if links and path.name == "data_batch_1.bin":
+                    info = tarfile.TarInfo("cifar-10-batches-bin/data_batch_1.bin")
+                    info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                    tar.addfile(info)
+                else:
+                    tar.add(path, arcname=f"cifar-10-batches-bin/{path.name}")
+        md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+        monkeypatch.setattr(data, "_CIFAR_MD5", md5)
+        return md5
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(data, "_CIFAR_URL", f"http://127.0.0.1:{server.server_address[1]}/cifar-10-binary.tar.gz")
+    yield make, written
+    server.shutdown()
+
+
+def test_cifar10_download_is_md5_checked_and_takes_only_the_data_files(tmp_path, cifar_server, monkeypatch):
+    from ddpm_hpc import data
+
+    make, written = cifar_server
+    make()
+    root = tmp_path / "data"
+    download_dataset("cifar10", root)
+    ds = load_dataset("cifar10", root)
+    assert torch.equal(ds.images, torch.from_numpy(written["train"][0]))
+    assert sorted(p.name for p in (root / "cifar-10-batches-bin").iterdir()) == sorted(
+        [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin", "batches.meta.txt"])
+
+    make()
+    monkeypatch.setattr(data, "_CIFAR_MD5", "0" * 32)  # e.g. a swapped or truncated archive
+    other = tmp_path / "other"
+    with pytest.raises(UserError, match=r"^could not download cifar10 into .*other \(File not found or corrupted"):
+        download_dataset("cifar10", other)
+    assert not other.exists()  # nothing left that could pass for a dataset
+
+    make(links=True)
+    with pytest.raises(UserError, match=r"data_batch_1\.bin in cifar-10-binary\.tar\.gz is not a plain file"):
+        download_dataset("cifar10", other)
+    assert not other.exists()

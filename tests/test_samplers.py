@@ -83,6 +83,34 @@ def test_ddim_eta1_all_steps_has_the_ancestral_mean(schedule):
     assert (out_eta0 - out_ddpm).abs().max() > 1e-2
 
 
+def ancestral_posterior_variance(fn, x, T, betas, ab, generator):
+    """Ho et al.'s ancestral sampler with sigma_t^2 = beta_tilde_t (their second choice), written from the posterior
+    q(x_{t-1} | x_t, x0) (eq. 7) with x0 predicted from eps, in float64; noise drawn as the samplers draw it."""
+    for t in range(T, 0, -1):
+        eps = fn(x, torch.full((x.shape[0],), t / T)).double()
+        x0 = (x.double() - math.sqrt(1 - ab[t]) * eps) / math.sqrt(ab[t])
+        mean = (math.sqrt(ab[t - 1]) * betas[t] / (1 - ab[t]) * x0
+                + math.sqrt(1 - betas[t]) * (1 - ab[t - 1]) / (1 - ab[t]) * x.double())
+        beta_tilde = (1 - ab[t - 1]) / (1 - ab[t]) * betas[t]
+        z = torch.randn(x.shape, generator=generator).double() if t > 1 else 0.0
+        x = (mean + math.sqrt(beta_tilde) * z).float()
+    return x
+
+
+def test_ddim_eta1_all_steps_is_the_ancestral_sampler_with_the_posterior_variance():
+    """sample.eta=1 with all T steps is DDPM with sigma_t^2 = beta_tilde_t (not the ddpm sampler's beta_t): given the
+    same noise, the same images."""
+    T = 25
+    s = linear_schedule(T, 1e-3, 0.2)
+    betas, _, ab = reference(T, 1e-3, 0.2)
+    x = torch.randn((4, 3, 4, 4), generator=torch.Generator().manual_seed(7))
+    out_ddim, _ = ddim(smooth_eps, x, s, steps=T, eta=1.0, generator=torch.Generator().manual_seed(8))
+    expected = ancestral_posterior_variance(smooth_eps, x, T, betas, ab, torch.Generator().manual_seed(8))
+    torch.testing.assert_close(out_ddim, expected, rtol=1e-4, atol=1e-4)
+    out_ddpm, _ = ddpm_ancestral(smooth_eps, x, s, generator=torch.Generator().manual_seed(8))
+    assert (out_ddpm - expected).abs().max() > 1e-2  # the ddpm sampler (sigma_t^2 = beta_t) is another one
+
+
 def residual_stats(run, T, betas, alphas, ab, n):
     """Run a sampler on n scalar 'images' from one x_T; per step t, the mean and variance of the residual
     x_{t-1} - mu(x_t, t), with mu Ho's mean 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - ab_t) eps) in float64."""

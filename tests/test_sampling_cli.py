@@ -35,11 +35,13 @@ GRID = "step0000004-euler2-w2-n20-seed1234"  # flow's default grid: 2 per class
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """Three trained experiments: flow, flow_b (the same with another seed: other weights) and ddpm."""
+    """Four trained experiments: flow, flow_b (the same with another seed: other weights), cond0 (flow without label
+    dropout or guidance) and ddpm."""
     root = tmp_path_factory.mktemp("sampling")
     flow_b = {**FLOW, "train": {**FLOW["train"], "seed": 1}}
+    cond0 = {**FLOW, "train": TRAIN, "sample": {**FLOW["sample"], "guidance": 1.0}}
     with roots(root):
-        for name, config in (("flow", FLOW), ("flow_b", flow_b), ("ddpm", DDPM)):
+        for name, config in (("flow", FLOW), ("flow_b", flow_b), ("cond0", cond0), ("ddpm", DDPM)):
             write_experiment(root, name, config)
             assert train(load_experiment(name), log_fn=lambda *_: None).status == "finished"
         yield root
@@ -63,8 +65,10 @@ def written(root, name: str) -> set[str]:
     ("flow", ["diffusion.objective=ddpm", "sample.sampler=ddim", "sample.steps=20"],
      ["diffusion.objective=flow", "sample.sampler=ddim", "euler or heun"]),
     ("ddpm", ["diffusion.objective=flow", "sample.sampler=heun"], ["diffusion.objective=ddpm", "ddpm or ddim"]),
-    ("ddpm", ["model.arch=unet", "model.channels=[8,16]", "model.conditioning=embedding", "sample.guidance=3"],
-     ["model.conditioning=none", "sample.guidance"]),
+    ("ddpm", ["model.arch=unet", "model.channels=[8,16]", "model.conditioning=embedding", "sample.guidance=3",
+              "train.label_dropout=0.1"], ["model.conditioning=none", "sample.guidance"]),
+    # conditional, but trained without label dropout: the YAML's label_dropout now says 0.1, the checkpoint's 0
+    ("cond0", ["sample.guidance=3", "train.label_dropout=0.1"], ["train.label_dropout=0", "sample.guidance=3"]),
     ("ddpm", ["diffusion.T=100", "sample.steps=50"], ["diffusion.T=20", "sample.steps=50"]),
 ])
 def test_sampler_settings_must_fit_the_trained_checkpoint(lab, capsys, command, name, overrides, words):

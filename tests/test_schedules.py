@@ -118,3 +118,29 @@ def test_forward_process_statistics(kind):
         expected_mean = math.sqrt(ab) * torch.tensor([-1.0, -0.3, 0.5, 1.0], dtype=torch.float64)
         assert (mean - expected_mean).abs().max().item() < 5 * se_mean + 1e-6, (kind, t_value)
         assert (var - (1 - ab)).abs().max().item() < 5 * (1 - ab) * math.sqrt(2 / n) + 1e-9, (kind, t_value)
+
+
+def test_the_readme_states_the_practicals_schedule_as_the_code_computes_it():
+    """README's numbers about the practical's schedule (the seed presets' T, beta1, beta2), recomputed here."""
+    import re
+    from pathlib import Path
+
+    from ddpm_hpc.config import load_experiment
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    d = load_experiment("mnist_unet_10k").diffusion  # a seed preset
+    s = make_schedule(d.schedule, d.T, d.beta1, d.beta2)
+
+    def stated(pattern: str) -> float:
+        found = re.search(pattern, readme)
+        assert found, f"README does not state {pattern!r}"
+        return float(found.group(1))
+
+    assert (d.schedule, d.T, d.beta1, d.beta2) == ("linear", 400, 1e-4, 0.02)
+    assert stated(r"with T=(\d+), ᾱ_T") == d.T
+    assert stated(r"β_1 = ([\d.e-]+)") == pytest.approx(s.betas[1].item(), rel=1e-6)
+    assert s.betas[1].item() != pytest.approx(d.beta1, rel=1e-3)  # beta1 is beta_0, never used
+    assert stated(r"with T=400, ᾱ_T = ([\d.]+)") == pytest.approx(s.alpha_bars[-1].item(), abs=5e-5)
+    assert stated(r"√ᾱ_T ≈ (\d+) %") == round(100 * s.alpha_bars[-1].sqrt().item())
+    ho = make_schedule("linear", 1000, d.beta1, d.beta2)
+    assert stated(r"T=1000 reaches ᾱ_T = ([\d.e-]+)") == pytest.approx(ho.alpha_bars[-1].item(), rel=0.01)

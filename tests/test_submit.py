@@ -22,6 +22,8 @@ TINY = {"data": {"dataset": "digits", "batch_size": 16}, "model": {"arch": "conv
 CLUSTER = {"slurm": {"partition": "debug", "qos": None, "gres": None, "gpus_per_node": 0, "time_min": 10,
                      "sample_time_min": 10, "signal_delay_s": 30, "setup": []}}
 REFUSED = "sbatch: error: Batch job submission failed: Invalid partition name specified"
+# What the local test cluster (tests/slurm/cluster.sh) prints: partition debug, MaxTime 60 min, nodes with gpu:1.
+SLURM_TEXT = Path(__file__).parent / "slurm_text"
 
 
 @pytest.fixture
@@ -39,6 +41,10 @@ def roots(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     fake(tmp_path, "squeue", "exit 0")  # no live jobs
     fake(tmp_path, "srun", "exit 0")
+    partitions = SLURM_TEXT / "scontrol_show_partition_oneline.txt"
+    fake(tmp_path, "scontrol", f'[ "$2" = partition ] && grep "^PartitionName=$4 " {partitions} && exit 0; '
+                               f'echo "Partition $4 not found" >&2; exit 1')
+    fake(tmp_path, "sinfo", 'echo "gpu:1"')
     fake(tmp_path, "sbatch", 'n=$(($(cat "$0.n" 2>/dev/null || echo 4241) + 1)); echo $n > "$0.n"; '
                              'echo "Submitted batch job $n"')  # 4242, 4243, ...
     return tmp_path
@@ -251,3 +257,68 @@ def test_progress_counts_the_checkpoint_and_only_the_current_runs_speed(roots, c
     assert run(capsys, "status", "tiny").split("|")[1].endswith("eta ?  ")
     metrics((15, 2.5), (20, 3.5))  # 5 steps/s now
     assert run(capsys, "status", "tiny").split("|")[1].endswith("eta 0:02  ")
+
+
+# -- requests the partition can never run, and jobs that will never start ---------------------------------------------
+
+@pytest.mark.parametrize("overrides, words", [
+    (["slurm.time_min=120"], ["slurm.time_min=120 is above partition debug's MaxTime of 60 min", "PartitionTimeLimit",
+                              "slurm.time_min=60 or less"]),
+    (["slurm.sample_time_min=61"], ["slurm.sample_time_min=61 is above partition debug's MaxTime of 60 min"]),
+    (["slurm.nodes=2"], ["slurm.nodes=2 is above partition debug's TotalNodes of 1"]),
+    (["slurm.gres=gpu:ampere:1"], ["slurm.gres=gpu:ampere:1: the nodes of partition debug offer gpu:1"]),
+    (["slurm.gres=gpu:1", "slurm.gpus_per_node=2"], ["asks for 2 per node", "at most 1"]),
+])
+def test_request_beyond_the_partition_is_refused_before_anything_is_submitted(roots, capsys, overrides, words):
+    assert cli_main(["submit", "tiny", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: experiment tiny: ") and err.count("\n") == 1, err
+    for word in words:
+        assert word in err, err
+    assert not (roots / "bin" / "sbatch.n").exists()  # sbatch never ran
+    assert files(roots / "experiments") == {"tiny.yaml", "_cluster.yaml"}
+
+
+def test_make_sample_is_checked_against_the_partition_and_the_checkpoint(roots, capsys):
+    assert cli_main(["submit-sample", "tiny", "slurm.sample_time_min=90"]) == 2
+    assert "slurm.sample_time_min=90 is above partition debug's MaxTime" in capsys.readouterr().err
+    # a conditional model trained without label dropout, while the YAML now says 0.1: the checkpoint decides
+    cond = ["model.arch=unet", "model.channels=[8,16]", "model.conditioning=embedding"]
+    save_checkpoint(roots / "checkpoints" / "tiny", 30, {"w": torch.zeros(2)},
+                    {"step": "30", "config": load_experiment("tiny", cond).to_json()})
+    assert cli_main(["submit-sample", "tiny", *cond, "train.label_dropout=0.1", "sample.guidance=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.label_dropout=0)" in err and "sample.guidance=3 needs a model trained " \
+        "with train.label_dropout > 0" in err, err
+    assert not (roots / "bin" / "sbatch.n").exists()
+
+
+def test_status_says_a_job_pending_on_the_partition_time_limit_will_not_start(roots, capsys):
+    run(capsys, "submit", "tiny")
+    record = (SLURM_TEXT / "scontrol_show_job_partition_time_limit.txt").read_text().replace("JobId=10 ", "JobId=4242 ")
+    (roots / "job.txt").write_text(record)
+    partitions = SLURM_TEXT / "scontrol_show_partition_oneline.txt"
+    fake(roots, "scontrol", f'[ "$2" = job ] && cat {roots / "job.txt"} && exit 0; '
+                            f'[ "$2" = partition ] && grep "^PartitionName=$4 " {partitions}')
+    fake(roots, "squeue", 'echo "4242|PENDING|PartitionTimeLimit"; echo "4243|PENDING|Dependency"')
+    fake(roots, "sacct", "exit 0")
+    out = run(capsys, "status", "tiny")
+    assert "train 4242 PENDING (will not start: PartitionTimeLimit: its time limit (120 min) is above partition " \
+           "debug's MaxTime (60 min); make cancel EXP=tiny, then make submit EXP=tiny SET=\"slurm.time_min=60\"" \
+           in out, out
+    assert "sample 4243 PENDING (Dependency)" in out, out
+
+
+def test_restart_true_gives_each_submission_its_own_token(roots, capsys):
+    """The token the job's every run passes to the trainer (train.restart=true: start over once per submission)."""
+    import pickle
+
+    def token(job_id: str):
+        pkl = roots / "experiments" / "tiny" / "logs" / f"{job_id}_submitted.pkl"
+        return pickle.loads(pkl.read_bytes()).function.restart_token  # submitit's own file, written by this test
+
+    assert cli_main(["submit", "tiny", "train.restart=true"]) == 0
+    assert cli_main(["submit", "tiny", "train.restart=true"]) == 0  # fake squeue: no live jobs
+    assert cli_main(["submit", "tiny"]) == 0
+    first, second, plain = token("4242"), token("4244"), token("4246")
+    assert first and second and first != second and plain is None

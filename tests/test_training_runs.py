@@ -118,6 +118,55 @@ def test_restart_moves_every_old_run_artefact_aside(run_root):
     assert [r["step"] for r in metrics_lines(run_root)] == [2]
 
 
+def _usr2_at(step):
+    """after_step: SIGUSR2 to this process once the run reaches ``step`` (the trainer's flag handler catches it)."""
+    return lambda run: os.kill(os.getpid(), signal.SIGUSR2) if run.step == step else None
+
+
+def _archives(root):
+    return sorted(p.name for p in ckpt_dir(root).parent.glob(f"{EXP}.old-*")), \
+        sorted(p.name for p in (root / "experiments" / EXP).glob("old-*"))
+
+
+def test_restart_with_a_token_starts_over_once_and_its_reruns_resume(run_root):
+    """A batch job re-runs its config from the top at every requeue: with the submission's token, train.restart=true
+    starts over once and every later run of the same submission resumes. A new token (submission) starts over again,
+    and so does every run without one (a workstation)."""
+    _train(run_root)
+    outcome, messages = _train(run_root, "train.restart=true", restart_token="sub-1", after_step=_usr2_at(2))
+    assert outcome.status == "interrupted" and outcome.step == 2
+    assert [len(a) for a in _archives(run_root)] == [1, 1] and any("train.restart=true: moved" in m for m in messages)
+    outcome, messages = _train(run_root, "train.restart=true", restart_token="sub-1")  # the requeued run
+    assert outcome.status == "finished" and any(m.startswith(f"resuming {EXP} from") and "(step 2/4)" in m
+                                                for m in messages), messages
+    assert [len(a) for a in _archives(run_root)] == [1, 1] and not any("aside" in m for m in messages)
+    _train(run_root, "train.restart=true", restart_token="sub-2")  # the next submission
+    assert [len(a) for a in _archives(run_root)] == [2, 2]
+    _train(run_root, "train.restart=true")  # make local
+    _, messages = _train(run_root, "train.restart=true")
+    assert [len(a) for a in _archives(run_root)] == [4, 4] and any("train.restart=true: moved" in m for m in messages)
+
+
+def test_restart_with_a_token_killed_before_its_first_checkpoint_does_not_move_itself_aside(run_root):
+    _train(run_root)
+
+    def crash(run):
+        raise RuntimeError("node failure")
+
+    with pytest.raises(RuntimeError):
+        _train(run_root, "train.restart=true", restart_token="sub-1", after_step=crash)
+    outcome, messages = _train(run_root, "train.restart=true", restart_token="sub-1")
+    assert outcome.status == "finished" and outcome.step == 4
+    assert [len(a) for a in _archives(run_root)] == [1, 1], messages
+
+
+def test_the_stop_line_takes_the_callers_advice(run_root):
+    _, messages = _train(run_root, after_step=_usr2_at(2))
+    assert messages[-1].endswith("; running the same command again continues from there"), messages
+    _, messages = _train(run_root, "train.steps=8", after_step=_usr2_at(6), stop_advice=lambda sig: f"{sig}: wait")
+    assert messages[-1].startswith("SIGUSR2 received: saved step 6 to ") and messages[-1].endswith("; SIGUSR2: wait")
+
+
 def test_every_checkpoint_corrupt_moves_the_history_aside_instead_of_deleting_it(run_root):
     _train(run_root)
     for path in ckpt_dir(run_root).glob("step-*.safetensors"):

@@ -153,7 +153,7 @@ def test_train_job_requeues_itself_with_a_fresh_job(tmp_path, monkeypatch, resta
     requeued = []
     monkeypatch.setattr(tasks, "requeue", requeued.append)
     monkeypatch.setattr("ddpm_hpc.pipeline.run_training",
-                        lambda exp, ctx=None, after_step=None: TrainOutcome("interrupted", 42, "SIGUSR2",
+                        lambda exp, ctx=None, after_step=None, **_: TrainOutcome("interrupted", 42, "SIGUSR2",
                                                                             tmp_path / "c"))
     exp = _experiment("x", None, LOCAL_CLUSTER, exps)
     job = tasks.TrainJob(exp.to_json(), tasks.current_roots(), max_requeues=3)
