@@ -15,10 +15,10 @@ A sweep is ``experiments/sweeps/<name>.yaml``::
     slurm: {array_parallelism: 4, time_min: 240}   # at most 4 members train at once; other keys: every member
     eval: {n: 1000}                  # optional: make eval after each member's sampling (true: the defaults)
 
-or the same from the command line (``parse_grid``). Members = grid product x variants x seeds, each named
-``<sweep>-<what varies>`` (``lr_width-lr3e-4-channels32x64x64-seed2``), so that every command for one experiment
-works for a member unchanged. Names and override lists come from :func:`expand`; :func:`ddpm_hpc.sweep_members.prepare`
-validates every member before anything is written.
+or the same from the command line (``parse_grid``, in ddpm_hpc.sweep_grid with the value texts). Members = grid
+product x variants x seeds, each named ``<sweep>-<what varies>`` (``lr_width-lr3e-4-channels32x64x64-seed2``), so
+that every command for one experiment works for a member unchanged. Names and override lists come from
+:func:`expand`; :func:`ddpm_hpc.sweep_members.prepare` validates every member before anything is written.
 """
 
 from __future__ import annotations
@@ -26,22 +26,22 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import paths
 from .config import SECTIONS, _read_yaml, parse_overrides
 from .errors import ConfigError
+from .sweep_grid import UNSAFE, grid_points, name_part, override, parse_grid, short_keys, split_values, value_text
+
+__all__ = ["Member", "Sweep", "available_sweeps", "check_key", "expand", "grid_points", "load_sweep", "override",
+           "parse_grid", "split_values", "sweep_from_dict", "sweep_from_grid", "value_text", "with_common"]
 
 SWEEPS_FOLDER = "sweeps"  # experiments/sweeps/<name>.yaml
 SEED_KEYS = ("train.seed", "data.seed")  # what `seeds:` sets, both to the same value
 TOP_KEYS = ("description", "base", "set", "grid", "variants", "seeds", "slurm", "eval")
 EVAL_KEYS = ("n", "fid_ref_images")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -68,84 +68,6 @@ class Sweep:
     eval: dict | None = None  # None: no eval; {} the defaults; else run_eval keywords (n, fid_ref_images)
     description: str = ""
     source: str = "command line"  # where the definition came from, for error messages
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Values and names
-
-
-def split_values(text: str) -> list[str]:
-    """``1e-4,3e-4`` -> two values; commas inside brackets, braces or quotes belong to the value."""
-    pieces, depth, quote, current = [], 0, "", ""
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            pieces.append(current)
-            current = ""
-            continue
-        current += ch
-    pieces.append(current)
-    return [p.strip() for p in pieces]
-
-
-def parse_grid(items: list[str]) -> dict[str, list]:
-    """``["train.lr=1e-4,3e-4", "model.channels=[32,64,64],[64,128,128]"]`` -> ``{key: [values]}``; values are
-    YAML like ``config.parse_overrides``'. Keys are checked later (:func:`check_key`), with the closest valid key."""
-    grid: dict[str, list] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"grid {item!r}: expected section.key=value1,value2,... e.g. train.lr=1e-4,3e-4")
-        if key in grid:
-            raise ConfigError(f"grid: {key} is given twice; list all its values once: {key}=a,b,c")
-        pieces = split_values(raw)
-        if not raw.strip() or any(p == "" for p in pieces):
-            raise ConfigError(f"grid {item!r}: an empty value; write {key}=value1,value2,...")
-        grid[key] = [parse_overrides([f"v={p}"])["v"] for p in pieces]
-    return grid
-
-
-def value_text(value: Any) -> str:
-    """How a value reads in names and tables: ``3e-4``, ``0.999``, ``32x64x64``, ``ddim``, ``true``."""
-    if isinstance(value, bool) or value is None:
-        return yaml.safe_dump(value).split("\n")[0]
-    if isinstance(value, float):
-        if value == int(value) and abs(value) < 1e15:
-            return str(int(value))
-        plain = repr(value)
-        for digits in range(17):  # the shortest scientific form that reads back as the same float
-            sci = f"{value:.{digits}e}"
-            if float(sci) == value:
-                break
-        mantissa, exponent = sci.split("e")
-        sci = f"{mantissa}e{int(exponent)}"
-        return sci if len(sci) < len(plain) else plain
-    if isinstance(value, (list, tuple)):
-        return "x".join(value_text(v) for v in value)
-    if isinstance(value, dict):
-        return "_".join(f"{k}{value_text(v)}" for k, v in value.items())
-    return str(value)
-
-
-def short_keys(keys: list[str]) -> dict[str, str]:
-    """``train.lr`` -> ``lr``, unless two varied keys end the same way (``train.steps``, ``sample.steps``)."""
-    last = [k.split(".")[-1] for k in keys]
-    return {k: (tail if last.count(tail) == 1 else k) for k, tail in zip(keys, last)}
-
-
-def name_part(short: str, value: Any) -> str:
-    """``lr`` + 3e-4 -> ``lr3e-4``; text values get an underscore (``sampler_ddim``)."""
-    text = value_text(value)
-    joined = f"{short}{text}" if re.match(r"^-?[0-9]", text) else f"{short}_{text}"
-    return _UNSAFE.sub("_", joined)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -306,6 +228,16 @@ def sweep_from_grid(base: str, items: list[str], name: str | None = None, seeds:
     return sweep_from_dict(name or f"{base}-sweep", data, "command line")
 
 
+def with_common(sweep: Sweep, overrides: list[str]) -> Sweep:
+    """``sweep`` with command-line ``section.key=value`` overrides (``SET=``) for every member."""
+    extra = _flat_overrides(overrides)
+    for key in extra:
+        check_key(key, f"{sweep.source} (with overrides {' '.join(overrides)})")
+        if key in sweep.grid or any(key in v for v in sweep.variants) or (sweep.seeds and key in SEED_KEYS):
+            raise ConfigError(f"{sweep.source}: {key} varies in the sweep; it cannot also be set for every member")
+    return dataclasses.replace(sweep, common={**sweep.common, **extra}) if extra else sweep
+
+
 def _flat_overrides(items: list[str]) -> dict[str, Any]:
     out = {}
     for item in items:
@@ -321,20 +253,6 @@ def _flat_overrides(items: list[str]) -> dict[str, Any]:
 # Expansion
 
 
-def grid_points(grid: dict[str, list]) -> list[dict[str, Any]]:
-    """The product of the grid, in key order then value order (the last key varies fastest)."""
-    keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-
-
-def override(key: str, value: Any) -> str:
-    """``section.key=<value as flow YAML>``, read back by ``config.parse_overrides`` as the same value."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-    if text.endswith("\n...") or text.endswith("..."):
-        text = text.rsplit("\n", 1)[0].strip()
-    return f"{key}={text}"
-
-
 def expand(sweep: Sweep) -> list[Member]:
     """Every member (grid product x variants x seeds), named from what varies, in a stable order."""
     points = grid_points(sweep.grid) if sweep.grid else [{}]
@@ -348,7 +266,7 @@ def expand(sweep: Sweep) -> list[Member]:
         values = {**point, **{k: v for k, v in variant.items() if k != "name"}}
         parts = [name_part(shorts[k], point[k]) for k in varying]
         if "name" in variant:
-            parts.append(_UNSAFE.sub("_", str(variant["name"])))
+            parts.append(UNSAFE.sub("_", str(variant["name"])))
         else:
             parts += [name_part(shorts[k], variant[k]) for k in variant_keys if k in variant]
         varied = {k: values[k] for k in varying}
