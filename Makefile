@@ -11,6 +11,7 @@
 #   make sweep SWEEP=name | EXP=base GRID="train.lr=1e-4,3e-4 ..." [NAME=..] [SEEDS=n] [SET=..]   job arrays; docs/sweeps.md
 #   make sweep-local SWEEP=name | EXP=base GRID=...   make status SWEEP=name   make cancel SWEEP=name
 #   make report [EXP=name]   make pull EXP=name|all [CKPT=1]                     docs/results.md
+#   make compare EXPS="a b c" [ARGS="--metric fid"]   one page comparing experiments  docs/results.md
 #   make eval EXP=name [SET=...] [ARGS="--n 1000"]   make fid-weights             sample-quality metrics
 #   make bench [ARGS=...]   make gpu-check (on a GPU node: GPU tests + CUDA benchmark)   docs/performance.md
 #   make test-slurm             the SLURM suite on a throwaway local cluster (needs root)
@@ -28,7 +29,7 @@ SET    ?=
 .PHONY: setup demo test local local-sample train sample data list help
 
 help:
-	@sed -n '2,17p' Makefile
+	@sed -n '/^$$/q;2,$$p' Makefile  # the comment block above, up to its blank line
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -106,12 +107,17 @@ test-slurm:
 	rc=$$?; bash tests/slurm/cluster.sh down; exit $$rc
 
 # Results (docs/results.md): make report [EXP=name]   make pull EXP=<name>|all [CKPT=1]  (REMOTE in .env)
-.PHONY: pull report
+.PHONY: pull report compare
 pull:
 	@bash scripts/pull.sh "$(EXP)" "$(CKPT)"
 
 report:
 	$(CLI) report $(or $(EXP),all)
+
+# experiments/_compare/<names>/index.html (ARGS="--out DIR --metric fid|classifier_fd|accuracy|loss|...")
+compare:
+	@test -n "$(EXPS)" || { echo "usage: make compare EXPS=\"a b c\" [ARGS=\"--metric fid\"]"; exit 2; }
+	$(CLI) compare $(EXPS) $(ARGS)
 
 # Sample quality (ddpm_hpc/metrics): make eval EXP=<name> [SET="sample.sampler=ddim sample.steps=50"] [ARGS="--n 1000"]
 #   -> experiments/<name>/eval/fresh-<tag>.json (ARGS="--samples <tag>": eval/samples-<tag>.json; --force replaces)

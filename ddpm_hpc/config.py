@@ -97,6 +97,7 @@ class TrainConfig:
     adam: Literal["auto", "fused", "foreach", "for-loop"] = "auto"  # auto: fused (foreach for channels_last on a CPU)
     cudnn_benchmark: bool = True  # CUDA only: let cuDNN pick the fastest convolution algorithms
     sync_batchnorm: bool = True  # multi-GPU only
+    tensorboard: bool = False  # also write TensorBoard events to experiments/<name>/tensorboard/ (an optional extra)
 
 
 @dataclass(frozen=True)
