@@ -161,3 +161,18 @@ def test_hand_written_experiment_is_never_overwritten(root):
         prepare(sweep_from_dict("s", {"base": "base", "grid": {"train.lr": [1, 2]}}, "test"))
     with pytest.raises(ConfigError, match="sweep name 'base' is already an experiment"):
         prepare(sweep_from_grid("base", ["train.lr=1,2"], name="base"))
+
+
+def test_the_repository_sweeps_are_valid(monkeypatch):
+    """Every experiments/sweeps/*.yaml shipped here expands into valid members (nothing written)."""
+    from ddpm_hpc.sweep import available_sweeps
+
+    monkeypatch.delenv("DDPM_HPC_EXPERIMENTS", raising=False)
+    monkeypatch.delenv("DDPM_HPC_CLUSTER_CONFIG", raising=False)
+    names = available_sweeps()
+    assert "mnist_best_lr" in names
+    for name in names:
+        prepared = prepare(load_sweep(name))
+        assert len({m.name for m in prepared.members}) == len(prepared.members) >= 2
+    assert [m.name for m in prepare(load_sweep("mnist_best_lr")).members][:2] == [
+        "mnist_best_lr-lr1e-4-seed0", "mnist_best_lr-lr1e-4-seed1"]
