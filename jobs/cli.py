@@ -41,7 +41,7 @@ def cmd_sweep(args) -> int:
 
     from .sweep import submit_sweep
 
-    submit_sweep(sweep_from_args(args), [], force=args.force)
+    submit_sweep(sweep_from_args(args), force=args.force)
     return 0
 
 
