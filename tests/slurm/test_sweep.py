@@ -126,6 +126,9 @@ def test_status_and_cancel_of_a_live_sweep(slurm_cluster, sweep_lab):
     status = lab.make("status", SWEEP="duo").stdout
     assert [ln.split()[0] for ln in status.splitlines()[:2]] == members, status
     assert "sweep duo: 2 members: " in status and " training" in status, status
+    again = lab.make("sweep", SWEEP="duo", check=False)  # two jobs must never write the same checkpoints
+    assert again.returncode != 0 and "sweep duo has live jobs" in again.stderr, again.stderr
+    assert [j["job_id"] for m in members for j in lab.jobs(m)] == ids  # nothing new submitted
     proc = lab.make("cancel", SWEEP="duo")
     assert "cancelled 4 job(s) of 2 member(s) of sweep duo" in proc.stdout, proc.stdout
     for job_id in ids:
