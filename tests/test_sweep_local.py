@@ -82,3 +82,13 @@ def test_array_records_cover_tasks_that_never_started():
     assert _indices("1-3,7%2") == {1, 2, 3, 7} and _indices("4") == {4}
     assert _ARRAY_RECORD.match("123_[1-3,7%2]").groups() == ("123", "1-3,7%2")
     assert _ARRAY_RECORD.match("123").groups() == ("123", None) and not _ARRAY_RECORD.match("123_4")
+
+
+def test_list_validates_and_writes_nothing(root, capsys):
+    before = listing(root)
+    assert main(["sweep-local", "--base", "tiny", "--grid", "train.lr=1e-3,2e-3", "--seeds", "2", "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in out[:4]] == ["tiny-sweep-lr1e-3-seed0", "tiny-sweep-lr1e-3-seed1",
+                                                 "tiny-sweep-lr2e-3-seed0", "tiny-sweep-lr2e-3-seed1"]
+    assert out[1].split()[1:] == ["train.lr=1e-3", "seed=1"] and "4 members of tiny, all valid" in out[4]
+    assert listing(root) == before
