@@ -181,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="replace an existing classifier (classifier FDs computed with the old one no longer compare)")
     p.set_defaults(func=cmd_classifier)
+    p = sub.add_parser("sweep-local", help="train, sample (and eval) every member of a sweep here, one after another; "
+                                           "run it again to continue")
+    from .sweep_local import add_arguments, cmd_sweep_local
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_sweep_local)
     p = sub.add_parser("report", help="write experiments/<name>/index.html and experiments/index.html (static HTML)")
     p.add_argument("target", nargs="?", default="all", metavar="EXP|all", help="default: all")
     p.set_defaults(func=cmd_report)

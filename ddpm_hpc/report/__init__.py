@@ -47,6 +47,20 @@ def render_experiment(name: str) -> Path:
     return folder / PAGE
 
 
+def _holds_comparison(folder: Path) -> bool:
+    """A sweep's folder (its ``sweep.json``, even before its first page) or any other comparison page's."""
+    from ..sweep_members import is_sweep_folder
+
+    return is_comparison(folder) or is_sweep_folder(folder)
+
+
+def _render_comparison(folder: Path) -> Path | None:
+    """A sweep's page from its member list (members may have been added since), others from their request."""
+    from ..sweep_members import is_sweep_folder, write_page
+
+    return write_page(folder.name, print) if is_sweep_folder(folder) else refresh_comparison(folder)
+
+
 def render_index() -> Path:
     """Write ``experiments/index.html`` listing every experiment, then every comparison page (sweeps and
     ``ddpm-hpc compare``)."""
@@ -54,7 +68,7 @@ def render_index() -> Path:
     rows = ""
     for name in experiment_names():
         folder = root / name
-        if is_comparison(folder):
+        if _holds_comparison(folder):
             continue
         state = collect(name, live_states=False) if folder.is_dir() else None  # None: only a YAML file, not run
         rows += index_row(name, state, folder)
@@ -71,11 +85,11 @@ def render(target: str = "all") -> list[Path]:
         from ..errors import UserError
 
         raise UserError(f"no experiment '{target}' in {paths.experiments_root()} (no output folder, no YAML file)")
-    pages = [refresh_comparison(paths.experiment_dir(n)) if is_comparison(paths.experiment_dir(n))
+    pages = [_render_comparison(paths.experiment_dir(n)) if _holds_comparison(paths.experiment_dir(n))
              else render_experiment(n) for n in names if target != "all" or paths.experiment_dir(n).is_dir()]
     if target == "all":
         pages += [refresh_comparison(f) for f in comparison_folders() if f.parent.name == "_compare"]
-    return [*pages, render_index()]
+    return [*(page for page in pages if page), render_index()]
 
 
 def refresh(name: str, log_fn=None) -> Path | None:
