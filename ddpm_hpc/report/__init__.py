@@ -79,16 +79,25 @@ def render_index() -> Path:
 
 
 def render(target: str = "all") -> list[Path]:
-    """``all``: every experiment's page, every comparison page and the index; a name: that page and the index."""
-    names = experiment_names() if target == "all" else [paths.check_name(target)]
-    if target != "all" and target not in experiment_names():
-        from ..errors import UserError
+    """``all``: every experiment's page, every comparison page (sweeps and ``ddpm-hpc compare``) and the index; a
+    name: that page (a sweep's: its comparison page) and the index."""
+    from ..sweep_members import sweeps_with_records
 
-        raise UserError(f"no experiment '{target}' in {paths.experiments_root()} (no output folder, no YAML file)")
-    pages = [_render_comparison(paths.experiment_dir(n)) if _holds_comparison(paths.experiment_dir(n))
-             else render_experiment(n) for n in names if target != "all" or paths.experiment_dir(n).is_dir()]
-    if target == "all":
-        pages += [refresh_comparison(f) for f in comparison_folders() if f.parent.name == "_compare"]
+    if target != "all":
+        folder = paths.experiment_dir(paths.check_name(target))
+        if _holds_comparison(folder):
+            page = _render_comparison(folder)
+            return [*([page] if page else []), render_index()]
+        if target not in experiment_names():
+            from ..errors import UserError
+
+            raise UserError(f"no experiment '{target}' in {paths.experiments_root()} (no output folder, no YAML file)")
+        return [render_experiment(target), render_index()]
+    pages = [render_experiment(n) for n in experiment_names()
+             if paths.experiment_dir(n).is_dir() and not _holds_comparison(paths.experiment_dir(n))]
+    # after the experiments' own pages, which the comparison pages link to
+    folders = {*comparison_folders(), *(paths.experiment_dir(s) for s in sweeps_with_records())}
+    pages += [_render_comparison(f) for f in sorted(folders)]
     return [*(page for page in pages if page), render_index()]
 
 
