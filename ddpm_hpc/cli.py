@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .config import available_experiments, load_experiment
 from .errors import UserError
@@ -75,6 +76,19 @@ def cmd_report(args) -> int:
 
     for page in render(args.target):
         print(f"wrote {page}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .report.compare import check_names, default_out_dir, write_comparison
+
+    check_names(args.experiments)
+    out = Path(args.out).expanduser() if args.out else default_out_dir(args.experiments)
+    try:
+        page = write_comparison(args.experiments, out, title=args.title, metric=args.metric)
+    except OSError as exc:
+        raise UserError(f"could not write the comparison to {out}: {exc.strerror or exc}") from None
+    print(f"wrote {page}")
     return 0
 
 
@@ -198,9 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="replace an existing classifier (classifier FDs computed with the old one no longer compare)")
     p.set_defaults(func=cmd_classifier)
+    p = sub.add_parser("sweep-local", help="train, sample (and eval) every member of a sweep here, one after another; "
+                                           "run it again to continue")
+    from .sweep_local import add_arguments, cmd_sweep_local
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_sweep_local)
     p = sub.add_parser("report", help="write experiments/<name>/index.html and experiments/index.html (static HTML)")
     p.add_argument("target", nargs="?", default="all", metavar="EXP|all", help="default: all")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("compare", help="one page comparing experiments: table, loss curves, grids, the best marked")
+    p.add_argument("experiments", nargs="+", metavar="EXP", help="two or more experiment names")
+    p.add_argument("--out", help="output folder (default: experiments/_compare/<names>/)")
+    p.add_argument("--metric", help="rank by fid, classifier_fd, accuracy, loss, img_per_s or compute_hours "
+                   "(default: fid, else classifier_fd, else loss: the first every member has)")
+    p.add_argument("--title", help="the page's title")
+    p.set_defaults(func=cmd_compare)
     for register in _extensions():
         register(sub, with_experiment)
     return parser

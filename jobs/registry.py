@@ -55,6 +55,15 @@ def add(name: str, entry: dict) -> None:
     save(name, load(name) + [entry])
 
 
+def mark_cancelled(name: str, job_ids: list[str], by: str) -> None:
+    """Record who cancelled these jobs of ``name`` and when (make status shows it)."""
+    entries = load(name)
+    for entry in entries:
+        if str(entry["job_id"]) in job_ids:
+            entry["cancelled_at"], entry["cancelled_by"] = now(), by
+    save(name, entries)
+
+
 def latest(jobs: list[dict], kind: str) -> dict | None:
     found = [j for j in jobs if j.get("kind") == kind]
     return found[-1] if found else None

@@ -49,7 +49,8 @@ class QueueEntry:
 
 def squeue_mine() -> dict[str, QueueEntry]:
     """Every job of this user that slurmctld still knows about and that is not finished, by job id."""
-    out = _run(["squeue", "-h", "-u", getpass.getuser(), "-t", "all", "-o", "%i|%T|%r"])
+    # -r: one line per array task (123_4), pending ones too, as make sweep records them
+    out = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-t", "all", "-o", "%i|%T|%r"])
     jobs = {}
     for line in out.splitlines():
         parts = line.strip().split("|")
@@ -89,5 +90,18 @@ def scancel(job_ids: list[str]) -> None:
 
 
 def requeue(job_id: str) -> None:
-    """``scontrol requeue``: the job goes back to PENDING (same id) and restarts from its batch script."""
+    """``scontrol requeue``: the job goes back to PENDING (same id) and restarts from its batch script. An array
+    task's id is ``<array>_<task>`` (submitit's ``JobEnvironment().job_id``): only that task is requeued."""
     _run(["scontrol", "requeue", job_id], timeout=60)
+
+
+def max_array_size() -> int:
+    """The cluster's ``MaxArraySize`` (``scontrol show config``): an array's task indices must stay below it."""
+    for line in _run(["scontrol", "show", "config"]).splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize":
+            try:
+                return int(value.strip())
+            except ValueError:
+                break
+    return 1001  # Slurm's default

@@ -83,14 +83,23 @@ _SUBMITIT_TEMPORARY = re.compile(r"^(\.submission_file_)?[0-9a-f]{32}\.(pkl|sh)$
 
 def _submit(exp: Experiment, kind: str, folder: Path, dependency: str | None, job):
     """Submit one job; if that fails, remove what the attempt left in ``folder`` and raise one line."""
+    return submit_with(exp, kind, folder, dependency, lambda executor: executor.submit(job))
+
+
+def submit_with(exp: Experiment, kind: str, folder: Path, dependency: str | None, send, what: str | None = None,
+                **parameters):
+    """``send(executor)`` (one job, or a job array: jobs/sweep.py) with ``exp``'s sbatch parameters updated by
+    ``parameters``; if sbatch refuses, remove what the attempt left in ``folder`` and raise one line."""
     from submitit.core.utils import FailedJobError
 
     new_dirs = [d for d in (folder, *folder.parents) if not d.exists()]  # deepest first
     before = set(folder.iterdir()) if folder.is_dir() else set()
-    what = "training" if kind == "train" else "sampling"
+    what = what or ("training" if kind == "train" else "sampling")
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr; the error below has it
-            return make_executor(exp, kind, folder, dependency).submit(job)
+            executor = make_executor(exp, kind, folder, dependency)
+            executor.update_parameters(**parameters)
+            return send(executor)
     except (RuntimeError, OSError) as exc:  # FailedJobError: sbatch said no; others: sbatch or srun unusable
         _remove_leftovers(folder, before, new_dirs)
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
@@ -122,11 +131,7 @@ def _cancel(name: str, jobs: list[dict], by: str) -> list[str]:
         slurm.scancel(ids)
     except slurm.SlurmUnavailable as exc:
         raise UserError(f"could not cancel {', '.join(ids)} of {name}: {exc}") from None
-    entries = registry.load(name)
-    for entry in entries:
-        if str(entry["job_id"]) in ids:
-            entry["cancelled_at"], entry["cancelled_by"] = registry.now(), by
-    registry.save(name, entries)
+    registry.mark_cancelled(name, ids, by)
     return ids
 
 

@@ -58,13 +58,21 @@ def render_index() -> Path:
 
 
 def render(target: str = "all") -> list[Path]:
-    """``all``: every experiment's page and the index; a name: that page and the index."""
+    """``all``: every experiment's page, every sweep's comparison page and the index; a name: that page (a sweep's:
+    its comparison page) and the index."""
+    from ..sweep_members import sweeps_with_records, write_page
+
+    if target in sweeps_with_records():
+        page = write_page(target, print)
+        return [*([page] if page else []), render_index()]
     names = experiment_names() if target == "all" else [paths.check_name(target)]
     if target != "all" and target not in experiment_names():
         from ..errors import UserError
 
         raise UserError(f"no experiment '{target}' in {paths.experiments_root()} (no output folder, no YAML file)")
     pages = [render_experiment(n) for n in names if target != "all" or paths.experiment_dir(n).is_dir()]
+    if target == "all":  # after the members' own pages, which the comparison pages link to
+        pages += [page for sweep in sweeps_with_records() if (page := write_page(sweep, print))]
     return [*pages, render_index()]
 
 

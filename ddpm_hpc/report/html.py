@@ -293,7 +293,7 @@ def experiment_html(d: dict, folder: Path) -> str:
     body += _evals_section(d, folder)
     body += _config_section(d["config"])
     files = [f for f in ("metrics.jsonl", "config.json", "jobs.json", SNAPSHOT) if (folder / f).is_file()]
-    files += [f"{sub}/" for sub in ("logs", "samples", "eval") if (folder / sub).is_dir()]
+    files += [f"{sub}/" for sub in ("logs", "samples", "eval", "tensorboard") if (folder / sub).is_dir()]
     if files:
         body += "<h2>Files</h2><p>" + " · ".join(f'<a href="{_src(f)}">{_e(f)}</a>' for f in files) + "</p>"
     body += f'<p class="muted small">Rendered {_e(d["rendered"])} on {_e(d["rendered_on"])} by ' \
