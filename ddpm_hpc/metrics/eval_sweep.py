@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .. import paths
 from ..checkpoint import atomic_write
-from ..config import Experiment, _merge, build_experiment, parse_overrides
+from ..config import Experiment, build_experiment, with_overrides
 from ..distributed import DistContext
 from ..errors import ConfigError
 from ..logging_utils import log
@@ -64,7 +64,7 @@ def plan(exp: Experiment, grid: dict[str, list], trained: Experiment, source: Pa
 
     def checked(overrides: list[str], label: str) -> Experiment:
         try:
-            point = build_experiment(exp.name, _merge(base, parse_overrides(overrides)), exp.name)
+            point = build_experiment(exp.name, with_overrides(base, overrides), exp.name)
             return sampling_config(trained, point, source)
         except ConfigError as exc:
             raise ConfigError(f"eval-sweep point {label} is refused, nothing was run: {exc}") from None
