@@ -9,7 +9,7 @@
 #   make submit EXP=name [SET=...] [FORCE=1]   train on SLURM (+ a chained sampling job); docs/slurm.md
 #   make status [EXP=name]   make logs EXP=name [RANK=r]   make cancel EXP=name   make sample EXP=name [SET=...]
 #   make sweep SWEEP=name | EXP=base GRID="train.lr=1e-4,3e-4 ..." [NAME=..] [SEEDS=n] [SET=..]   job arrays; docs/sweeps.md
-#   make sweep-local SWEEP=name | EXP=base GRID=...   make status SWEEP=name   make cancel SWEEP=name
+#   make sweep-local SWEEP=name | EXP=base GRID=... [LIST=1: list the members only]   make status|cancel SWEEP=name
 #   make report [EXP=name]   make pull EXP=name|all [CKPT=1]                     docs/results.md
 #   make compare EXPS="a b c" [ARGS="--metric fid"]   one page comparing experiments  docs/results.md
 #   make eval EXP=name [SET=...] [ARGS="--n 1000"] [LOCAL=1]   make fid-weights     sample quality; docs/results.md
@@ -94,7 +94,7 @@ sample:
 # Sweeps (docs/sweeps.md): many members from one command, each an ordinary experiment <sweep>-<what varies>
 SWEEP_USAGE = usage: make $@ SWEEP=<name> (experiments/sweeps/<name>.yaml) | EXP=<base> GRID="key=v1,v2 ..." [NAME=..] [SEEDS=n] [PARALLEL=k] [SET=..]
 SWEEP_ARGS = $(SWEEP) $(if $(EXP),--base $(EXP)) $(if $(GRID),--grid '$(GRID)') $(if $(NAME),--name $(NAME)) \
-	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(PARALLEL),--parallelism $(PARALLEL)) $(SET)
+	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(PARALLEL),--parallelism $(PARALLEL)) $(if $(LIST),--list) $(SET)
 .PHONY: sweep sweep-local
 sweep:
 	@test -n "$(SWEEP)$(EXP)" || { echo '$(SWEEP_USAGE)'; exit 2; }

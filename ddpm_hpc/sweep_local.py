@@ -25,7 +25,21 @@ def add_arguments(p) -> None:
     p.add_argument("--name", help="the command-line sweep's name (default: <base>-sweep)")
     p.add_argument("--seeds", type=int, help="the command-line sweep's seeds: train.seed and data.seed 0..N-1")
     p.add_argument("--parallelism", type=int, help="the command-line sweep's slurm.array_parallelism")
+    p.add_argument("--list", action="store_true", help="only validate and list the members (writes nothing)")
     p.add_argument("overrides", nargs="*", default=[], metavar="key.sub=value", help="for every member")
+
+
+def list_members(prepared: Prepared, out=print) -> int:
+    """``--list`` (LIST=1): the members, what varies and their overrides; every member validated, nothing written."""
+    width = max(len(m.name) for m in prepared.members)
+    for member in prepared.members:
+        varied = " ".join(f"{k}={v}" for k, v in member.varied_text().items())
+        out(f"{member.name:<{width}}  {varied}")
+    sweep = prepared.sweep
+    out(f"sweep {sweep.name}: {len(prepared.members)} members of {sweep.base}, all valid"
+        + (f"; at most {sweep.array_parallelism} at once on SLURM" if sweep.array_parallelism else "")
+        + ("; eval after sampling" if sweep.eval is not None else ""))
+    return 0
 
 
 def sweep_from_args(args) -> Sweep:
@@ -99,4 +113,5 @@ def run_sweep_local(prepared: Prepared, log_fn=log) -> int:
 
 
 def cmd_sweep_local(args) -> int:
-    return run_sweep_local(prepare(sweep_from_args(args)))
+    prepared = prepare(sweep_from_args(args))
+    return list_members(prepared) if args.list else run_sweep_local(prepared)

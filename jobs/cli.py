@@ -48,11 +48,14 @@ def _both():
 
 
 def cmd_sweep(args) -> int:
-    from ddpm_hpc.sweep_local import sweep_from_args
+    from ddpm_hpc.sweep_local import list_members, sweep_from_args
+    from ddpm_hpc.sweep_members import prepare
 
     from .sweep import submit_sweep
 
-    submit_sweep(sweep_from_args(args), [], force=args.force)
+    if args.list:
+        return list_members(prepare(sweep_from_args(args)))
+    submit_sweep(sweep_from_args(args), force=args.force)
     return 0
 
 

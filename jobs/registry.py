@@ -1,8 +1,10 @@
 """What was submitted and what ran, per experiment, as plain files next to the experiment's outputs.
 
 - ``experiments/<name>/jobs.json``: written by the CLI on the login node (submit, cancel). One entry per job:
-  ``{"job_id", "kind": "train"|"sample", "submitted_at", "overrides", "after", "steps", "world_size",
-  "cancelled_at", "cancelled_by"}`` (``cancelled_by``: ``make cancel`` or ``make submit FORCE=1``).
+  ``{"job_id", "kind": "train"|"sample"|"eval", "submitted_at", "overrides", "after", "steps", "world_size",
+  "cancelled_at", "cancelled_by"}`` (``cancelled_by``: ``make cancel``, ``make submit FORCE=1`` or ``make sweep
+  FORCE=1``). A sweep member's jobs are array tasks (``job_id`` ``<array>_<i>``) and also carry ``sweep`` and
+  ``array``.
 - ``experiments/<name>/logs/events.jsonl``: appended by the jobs on the compute node, one JSON object per line:
   ``{"time", "job_id", "kind", "event", "restart", "step", "message"}`` with event ``start``, ``finished``,
   ``requeued``, ``stopped`` or ``failed``; ``failed`` carries the one-line reason that ``make status`` prints.

@@ -102,7 +102,7 @@ def _after(array_id: str, ids: list[str]) -> str:
     return f"aftercorr:{array_id}" if "_" in ids[0] else f"afterok:{array_id}"
 
 
-def submit_sweep(sweep, overrides: list[str], force: bool = False, out=print) -> dict[str, list[str]]:
+def submit_sweep(sweep, force: bool = False, out=print) -> dict[str, list[str]]:
     """Validate every member, then submit the training, sampling (and eval) arrays; returns each array's task ids."""
     prepared = prepare(sweep)
     for exp in prepared.experiments:
@@ -139,9 +139,9 @@ def submit_sweep(sweep, overrides: list[str], force: bool = False, out=print) ->
     train_array, train_ids = _submit_array(todo_prepared, "train", after, train_calls)
     write(prepared)  # only now: a refused array leaves nothing behind
     for (member, exp), job_id in zip(todo, train_ids):
-        registry.add(member.name, dict(_entry(job_id, "train", overrides, exp, after), sweep=sweep.name,
+        registry.add(member.name, dict(_entry(job_id, "train", list(member.overrides), exp, after), sweep=sweep.name,
                                        array=train_array))
-        write_snapshot(exp, list(member.overrides) + overrides)
+        write_snapshot(exp, [])  # experiments/<member>.yaml holds the member's settings
         link_logs(sweep.name, member.name, job_id, world_size(exp))
     arrays = {"train": train_ids}
     later = [("sample", [SweepSampleJob(e.to_json(), roots, e.slurm.max_requeues, sweep.name) for _, e in todo])]
@@ -157,8 +157,8 @@ def submit_sweep(sweep, overrides: list[str], force: bool = False, out=print) ->
             raise UserError(f"the training array {train_array} of sweep {sweep.name} is submitted, but {exc}; "
                             f"make sample EXP=<member> submits one member's sampling job") from None
         for (member, exp), job_id in zip(todo, ids):
-            registry.add(member.name, dict(_entry(job_id, kind, overrides, exp, dependency), sweep=sweep.name,
-                                           array=array_id))
+            registry.add(member.name, dict(_entry(job_id, kind, list(member.overrides), exp, dependency),
+                                           sweep=sweep.name, array=array_id))
             link_logs(sweep.name, member.name, job_id, 1)
         arrays[kind] = ids
         previous_array, previous_ids = array_id, ids
@@ -173,7 +173,7 @@ def _report(prepared: Prepared, todo, done: list[str], arrays: dict, out) -> Non
     cap = f", at most {sweep.array_parallelism} at once" if sweep.array_parallelism else ""
     kinds = ", ".join(f"{kind} array {ids[0].split('_')[0]}" for kind, ids in arrays.items() if kind != "train")
     out(f"submitted sweep {sweep.name}: {len(todo)} members, training array {first} ({todo[0][1].train.steps} steps "
-        f"each{cap}, partition {todo[0][1].slurm.partition}); {kinds} (member i after member i's training)")
+        f"each{cap}, partition {todo[0][1].slurm.partition}); {kinds} (each member's after its own training)")
     for (member, _), job_id in zip(todo, arrays["train"]):
         out(f"  {job_id:<12} {member.name}")
     if done:

@@ -1,5 +1,6 @@
-"""``make status SWEEP=<name>``: one line per member (the same line as ``make status EXP=<member>``) and a summary
-line counting the members by state. One squeue and one sacct call for the whole sweep."""
+"""``make status SWEEP=<name>``: one line per member (the line of ``make status EXP=<member>``, plus the eval job when
+the sweep asked for one) and a summary line counting the members by state. One squeue and one sacct call for the
+whole sweep."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from ddpm_hpc.sweep_members import load_record, member_names
 from . import registry
 from .status import FAILURES, experiment_status, job_view, slurm_state, training_progress
 
-ORDER = ("training", "sampling", "pending", "requeued", "trained", "done", "failed", "cancelled", "not submitted")
+ORDER = ("training", "sampling", "evaluating", "pending", "requeued", "trained", "sampled", "done", "failed",
+         "eval failed", "cancelled", "not submitted")
 
 
 def member_state(name: str, queue, acct) -> str:
@@ -23,6 +25,8 @@ def member_state(name: str, queue, acct) -> str:
     t = job_view(name, jobs[trains[-1]], queue, acct)
     samples = [j for j in jobs[trains[-1] + 1:] if j.get("kind") == "sample"]  # those that follow this training
     s = job_view(name, samples[-1], queue, acct) if samples else None
+    evals = [j for j in jobs[trains[-1] + 1:] if j.get("kind") == "eval"]
+    e = job_view(name, evals[-1], queue, acct) if evals else None
     if t.live:
         if t.state == "RUNNING":
             return "training"
@@ -34,8 +38,12 @@ def member_state(name: str, queue, acct) -> str:
     if s is not None:
         if s.live:
             return "sampling" if s.state == "RUNNING" else "trained"
-        if s.state == "COMPLETED":
+        if s.state == "COMPLETED" and e is not None and e.live:
+            return "evaluating" if e.state == "RUNNING" else "sampled"
+        if s.state == "COMPLETED" and (e is None or e.state == "COMPLETED"):
             return "done"
+        if e is not None and e.state.startswith(FAILURES):
+            return "eval failed"
         if s.state.startswith(FAILURES):
             return "failed"
     return "trained" if t.state == "COMPLETED" else t.state.lower()
@@ -53,6 +61,9 @@ def sweep_status(sweep_name: str, out=print) -> int:
         jobs = registry.load(name)
         if jobs:
             line = experiment_status(name, queue, acct)
+            evaluation = registry.latest(jobs, "eval")  # the sweep's eval array (make status EXP= shows no evals)
+            if evaluation:
+                line += "  |  " + job_view(name, evaluation, queue, acct).describe()
             for job in jobs:
                 if job.get("array") and job.get("sweep") == sweep_name:
                     arrays[job["kind"]] = str(job["array"])

@@ -161,3 +161,33 @@ def test_hand_written_experiment_is_never_overwritten(root):
         prepare(sweep_from_dict("s", {"base": "base", "grid": {"train.lr": [1, 2]}}, "test"))
     with pytest.raises(ConfigError, match="sweep name 'base' is already an experiment"):
         prepare(sweep_from_grid("base", ["train.lr=1,2"], name="base"))
+
+
+def test_the_repository_sweeps_are_valid(monkeypatch):
+    """Every experiments/sweeps/*.yaml shipped here expands into valid members (nothing written)."""
+    from ddpm_hpc.sweep import available_sweeps
+
+    monkeypatch.delenv("DDPM_HPC_EXPERIMENTS", raising=False)
+    monkeypatch.delenv("DDPM_HPC_CLUSTER_CONFIG", raising=False)
+    names = available_sweeps()
+    assert "mnist_best_lr" in names
+    for name in names:
+        prepared = prepare(load_sweep(name))
+        assert len({m.name for m in prepared.members}) == len(prepared.members) >= 2
+    assert [m.name for m in prepare(load_sweep("mnist_best_lr")).members][:2] == [
+        "mnist_best_lr-lr1e-4-seed0", "mnist_best_lr-lr1e-4-seed1"]
+
+
+def test_report_writes_the_sweep_page_and_lists_the_sweep(root):
+    """make report: the sweep's folder is no experiment; its comparison page is (re)written; the index links it."""
+    from ddpm_hpc.report import render
+    from ddpm_hpc.report.experiment_state import experiment_names
+
+    write(prepare(sweep_from_grid("base", ["train.lr=1e-4,3e-4"], name="lrs")))
+    assert "lrs" not in experiment_names() and "sweeps" not in experiment_names()
+    assert {"lrs-lr1e-4", "lrs-lr3e-4"} <= set(experiment_names())
+    pages = render("all")
+    assert root / "lrs" / "index.html" in pages and (root / "lrs" / "index.html").is_file()
+    assert "lrs-lr3e-4" in (root / "lrs" / "index.html").read_text()
+    assert '<a href="lrs/index.html">lrs</a> (2 members)' in (root / "index.html").read_text()
+    assert render("lrs") == [root / "lrs" / "index.html", root / "index.html"]

@@ -52,8 +52,16 @@ def render_index() -> Path:
         folder = root / name
         state = collect(name, live_states=False) if folder.is_dir() else None  # None: only a YAML file, not run
         rows += index_row(name, state, folder)
+    from ..sweep_members import member_names, sweeps_with_records
+
+    sweeps = {}
+    for sweep in sweeps_with_records():
+        try:
+            sweeps[sweep] = len(member_names(sweep))
+        except Exception:  # noqa: BLE001 - an unreadable sweep.json: the index is still written
+            continue
     path = root / PAGE
-    _write(path, index_html(root, rows, format_time(time.time()), socket.gethostname()))
+    _write(path, index_html(root, rows, format_time(time.time()), socket.gethostname(), sweeps))
     return path
 
 

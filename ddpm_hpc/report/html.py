@@ -323,12 +323,15 @@ def index_row(name: str, d: dict | None, folder: Path) -> str:
             f"<td>{_e(ck.get('step', '') if ck else '')}</td><td class='small'>{_e(jobs)}</td><td>{thumb}</td></tr>")
 
 
-def index_html(root: Path, rows: str, rendered: str, rendered_on: str) -> str:
-    """``experiments/index.html``: one row per experiment."""
+def index_html(root: Path, rows: str, rendered: str, rendered_on: str, sweeps: dict[str, int] | None = None) -> str:
+    """``experiments/index.html``: one row per experiment, then a link to each sweep's comparison page."""
+    links = ", ".join(f'<a href="{_e(name)}/index.html">{_e(name)}</a> ({count} members)'
+                      for name, count in (sweeps or {}).items())
     body = ("<h1>ddpm-hpc experiments</h1>"
             f'<p class="muted">{_e(root)}</p>'
             "<table><tr><th>experiment</th><th>status</th><th>steps</th><th>last checkpoint</th><th>jobs</th>"
             f"<th>latest samples</th></tr>{rows}</table>"
-            f'<p class="muted small">Rendered {_e(rendered)} on {_e(rendered_on)} by '
+            + (f"<p>Sweeps: {links}</p>" if links else "")
+            + f'<p class="muted small">Rendered {_e(rendered)} on {_e(rendered_on)} by '
             f"<code>ddpm-hpc report all</code>.</p>")
     return _page("ddpm-hpc experiments", body)
