@@ -134,6 +134,15 @@ def cmd_eval_sweep(args) -> int:
     return 0
 
 
+def add_classifier_options(p):
+    p.add_argument("--steps", type=whole(1), default=None,
+                   help="training steps, at least 1 (default: per dataset)")
+    p.add_argument("--seed", type=whole(0), default=0)
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing classifier (classifier FDs computed with the old one no longer compare)")
+    return p
+
+
 def add_eval_options(p, samples: bool = True, grid: bool = False):
     """The options of eval and eval-sweep, here and as SLURM jobs (submit-eval, submit-eval-sweep)."""
     if grid:
@@ -158,8 +167,16 @@ def cmd_classifier(args) -> int:
     from .metrics.classifier import train_classifier
     from .trainer import resolve_device
 
+    from .data import DATASETS
+
+    dataset = args.dataset
+    if dataset not in DATASETS:  # an experiment's name: its dataset
+        if dataset not in available_experiments():
+            raise UserError(f"ddpm-hpc classifier: {dataset!r} is neither a dataset ({', '.join(DATASETS)}) nor an "
+                            f"experiment (make list)")
+        dataset = load_experiment(dataset).data.dataset
     device = resolve_device(args.device, DistContext(), "--device")
-    clf = train_classifier(args.dataset, steps=args.steps, seed=args.seed, device=device, force=args.force)
+    clf = train_classifier(dataset, steps=args.steps, seed=args.seed, device=device, force=args.force)
     print(f"wrote {clf.path} (SHA-256 {clf.sha256})")
     return 0
 
@@ -203,14 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_options(with_experiment(sub.add_parser(
         "eval-sweep", help="here: sample and score every point of a grid of sample.* settings from one checkpoint")),
         samples=False, grid=True).set_defaults(func=cmd_eval_sweep)
-    p = sub.add_parser("classifier", help="train the small classifier that eval scores samples with")
-    p.add_argument("dataset", choices=["mnist", "cifar10", "digits"])
-    p.add_argument("--steps", type=whole(1), default=None,
-                   help="training steps, at least 1 (default: per dataset)")
-    p.add_argument("--seed", type=whole(0), default=0)
+    p = sub.add_parser("classifier", help="here: train the small classifier that eval scores samples with")
+    p.add_argument("dataset", metavar="dataset|experiment", help="mnist, cifar10, digits, or an experiment's name")
+    add_classifier_options(p)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--force", action="store_true",
-                   help="replace an existing classifier (classifier FDs computed with the old one no longer compare)")
     p.set_defaults(func=cmd_classifier)
     p = sub.add_parser("sweep-local", help="train, sample (and eval) every member of a sweep here, one after another; "
                                            "run it again to continue")

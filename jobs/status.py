@@ -19,7 +19,7 @@ from . import registry, slurm
 
 FAILURES = tuple(FAILED_JOB_STATES)  # for str.startswith
 NEVER_STARTED = ("", "None", "Unknown")  # sacct's Start of a run that has not begun
-ONE_PROCESS_KINDS = ("sample", "eval", "eval-sweep")  # shown after the training job, the newest of each kind
+ONE_PROCESS_KINDS = ("sample", "eval", "eval-sweep", "classifier")  # shown after training: the newest of each
 
 
 @dataclass

@@ -20,7 +20,7 @@ from ddpm_hpc.errors import UserError
 
 from . import registry, slurm
 from .executor import check_slurm_config, make_executor, world_size
-from .tasks import STEP_DELAY_VAR, EvalJob, SampleJob, TrainJob, current_roots
+from .tasks import STEP_DELAY_VAR, SampleJob, TrainJob, current_roots
 
 
 def live_jobs(name: str) -> list[dict]:
@@ -197,27 +197,6 @@ def submit_sampling(name: str, overrides: list[str], out=print) -> str:
     job = SampleJob(exp.to_json(), current_roots(), exp.slurm.max_requeues)
     return submit_after_training(exp, overrides, "sample", job, f"use ddpm-hpc sample {name} here",
                                  f"({exp.sample.sampler}, {exp.sample_steps} steps)", out)
-
-
-def submit_eval(name: str, overrides: list[str], options: dict, grid: dict | None = None, out=print) -> str:
-    """``make eval`` / ``make eval-sweep`` as a job; an eval-sweep's points are checked here first (against the
-    newest checkpoint's stored config, when there is one)."""
-    exp = load_experiment(name, overrides)
-    n = options.get("n") or "1000"
-    detail = f"({exp.sample.sampler}, {exp.sample_steps} steps, {n} images)"
-    command = f"ddpm-hpc eval {name}"
-    if grid is not None:
-        from ddpm_hpc.metrics.eval_sweep import check_before_submit
-
-        points = check_before_submit(exp, grid)
-        detail = f"({points} points" if points else "(points checked when it runs"
-        detail += f", {n} images each)"
-        command = f"ddpm-hpc eval-sweep {name}"
-    job = EvalJob(exp.to_json(), current_roots(), exp.slurm.max_requeues, options, grid)
-    job_id = submit_after_training(exp, overrides, job.kind, job, f"use {command} here", detail, out)
-    out(f"  results: {_display(paths.experiment_dir(name) / 'eval')}/ and the report page; {command} (make "
-        f"{job.kind} ... LOCAL=1) runs it in this shell instead")
-    return job_id
 
 
 def submit_after_training(exp: Experiment, overrides: list[str], kind: str, job, instead: str, detail: str,

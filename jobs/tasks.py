@@ -276,3 +276,26 @@ class EvalJob(_Job):
         from ddpm_hpc.metrics.eval import run_eval
 
         return self._run_once(lambda exp: run_eval(exp, **self.options))
+
+
+class ClassifierJob(_Job):
+    """``ddpm-hpc classifier`` for the experiment's dataset on a compute node (``train.device``: a GPU when given)."""
+    kind = "classifier"
+
+    def __init__(self, config_json: str, roots: dict[str, str], max_requeues: int, options: dict):
+        super().__init__(config_json, roots, max_requeues)
+        self.options = dict(options)
+
+    def _fresh(self) -> "ClassifierJob":
+        return ClassifierJob(self.config_json, self.roots, self.max_requeues, self.options)
+
+    def __call__(self) -> str:
+        from ddpm_hpc.distributed import DistContext
+        from ddpm_hpc.metrics.classifier import train_classifier
+        from ddpm_hpc.trainer import resolve_device
+
+        def work(exp):
+            device = resolve_device(exp.train.device, DistContext())
+            return train_classifier(exp.data.dataset, device=device, **self.options).path
+
+        return self._run_once(work)

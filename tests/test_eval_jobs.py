@@ -49,6 +49,8 @@ def test_make_eval_submits_where_sbatch_is_and_runs_here_otherwise(tmp_path):
     assert _make("eval", with_sbatch, cli, EXP="demo", SLURM_JOB_ID="77") == "eval demo"  # already inside a job
     assert _make("eval", without, cli, EXP="demo") == "eval demo"  # a laptop
     assert _make("eval-sweep", without, cli, EXP="demo", GRID=grid) == f"eval-sweep demo --grid {grid}"
+    assert _make("classifier", with_sbatch, cli, EXP="demo") == "submit-classifier demo"
+    assert _make("classifier", without, cli, EXP="demo", ARGS="--steps 9") == "classifier demo --steps 9"
 
 
 def test_submit_eval_registers_an_eval_job(roots, capsys):  # noqa: F811
@@ -100,3 +102,28 @@ def test_submit_eval_without_a_checkpoint_or_slurm_is_one_line(roots, capsys, mo
     assert cli_main(["submit-eval-sweep", "tiny", "--grid", "sample.steps=5,10"]) == 2
     err = capsys.readouterr().err
     assert "sbatch" in err and "use ddpm-hpc eval-sweep tiny here" in err
+
+
+def test_the_classifier_as_a_job(roots, capsys):  # noqa: F811
+    """submit-classifier records a classifier job; the job itself (run here, in-process) trains the classifier of the
+    experiment's dataset and records its events; an existing classifier is refused before submitting."""
+    from jobs import registry
+    from jobs.tasks import ClassifierJob
+
+    from ddpm_hpc.metrics.classifier import weights_path
+
+    assert cli_main(["submit-classifier", "tiny", "--steps", "2"]) == 0
+    assert "submitted classifier job 4242 for digits" in capsys.readouterr().out
+    [entry] = json.loads((roots / "experiments" / "tiny" / "jobs.json").read_text())["jobs"]
+    assert entry["kind"] == "classifier"
+    job = pickle.loads((roots / "experiments" / "tiny" / "logs" / "4242_submitted.pkl").read_bytes()).function
+    assert isinstance(job, ClassifierJob) and job.options == {"steps": 2, "seed": 0, "force": False}
+    assert job() == str(weights_path("digits"))  # what the compute node runs
+    assert [e["event"] for e in registry.events("tiny") if e["kind"] == "classifier"] == ["start", "finished"]
+    assert cli_main(["submit-classifier", "tiny"]) == 2
+    assert "--force" in capsys.readouterr().err
+    # here, by the experiment's name: its dataset
+    assert cli_main(["classifier", "tiny", "--steps", "1", "--device", "cpu", "--force"]) == 0
+    assert str(weights_path("digits")) in capsys.readouterr().out
+    assert cli_main(["classifier", "tinny"]) == 2
+    assert "neither a dataset" in capsys.readouterr().err
