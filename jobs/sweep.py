@@ -197,6 +197,6 @@ def cancel_sweep(sweep_name: str, out=print) -> list[str]:
     for name, jobs in live.items():
         registry.mark_cancelled(name, [str(j["job_id"]) for j in jobs], "make cancel")
     out(f"cancelled {len(ids)} job(s) of {len(live)} member(s) of sweep {sweep_name} (running training tasks save a "
-        f"checkpoint first; make sweep SWEEP={sweep_name} continues them)")
+        f"checkpoint first; the same make sweep command again continues them)")
     return ids
 
