@@ -81,6 +81,7 @@ def test_a_2x2_sweep_writes_its_table_and_plot_and_reuses_points(lab, capsys):
     again = json.loads(tables[0].read_text())
     assert [p["reused_from"] for p in again["points"]] == [tables[0].name] * 4
     assert [p["classifier_fd"] for p in again["points"]] == [p["classifier_fd"] for p in points]
+    assert again["floor"] == table["floor"] and again["classifier"] == table["classifier"]
     # another grid overlapping it reuses the overlap only; --force scores everything again
     assert main(["eval-sweep", "tiny", "--grid", "sample.guidance=2,3", "sample.steps=3", "--n", "20"]) == 0
     assert capsys.readouterr().out.count("reused from") == 1

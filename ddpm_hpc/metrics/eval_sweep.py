@@ -93,8 +93,9 @@ def _scoring_id(scorer: Scorer) -> dict:
             "fid_reference_images": scorer.fid_ref_images if scorer.net else None, "feature_setup": scorer.setup.key}
 
 
-def _reusable(folder: Path, header: dict) -> dict[str, tuple[str, dict]]:
-    """Rows of earlier sweep tables scored with the same checkpoint, N and scoring, by their settings."""
+def _reusable(folder: Path, header: dict) -> dict[str, tuple[str, dict, dict]]:
+    """Rows of earlier sweep tables scored with the same checkpoint, N and scoring, by their settings (with their
+    table's floor and classifier)."""
     found = {}
     for path in sorted(folder.glob("sweep-*.json")):
         try:
@@ -106,7 +107,7 @@ def _reusable(folder: Path, header: dict) -> dict[str, tuple[str, dict]]:
             continue
         for row in table.get("points") or []:
             if isinstance(row, dict) and "sample" in row and "conditional_accuracy" in row:
-                found[json.dumps(row["sample"], sort_keys=True)] = (path.name, row)
+                found[json.dumps(row["sample"], sort_keys=True)] = (path.name, row, table)
     return found
 
 
@@ -136,7 +137,7 @@ def run_eval_sweep(exp: Experiment, grid: dict[str, list], n: int | None = None,
         head = f"[{i}/{len(points)}] {point.label}" + (" (the preset's default)" if point.default else "")
         key = json.dumps(point.settings, sort_keys=True, default=str)
         if key in reuse:
-            source, old = reuse[key]
+            source, old, scores = reuse[key]
             row = {**old, "point": point.varied, "label": point.label, "default": point.default, "reused_from": source}
             log_fn(f"{head}: scored before, reused from {source}")
         else:
@@ -149,9 +150,10 @@ def run_eval_sweep(exp: Experiment, grid: dict[str, list], n: int | None = None,
                    "sampling_seconds": round(drawn.seconds, 2), "seconds": round(time.monotonic() - t0, 2),
                    "reused_from": None}
             log_fn(f"{head}: {summary(row)} ({row['seconds']:.1f} s)")
-            header.setdefault("floor", {k: scores.get(k) for k in ("floor_images", "floor_class_counts", "floor_note",
-                                                                     "fid_floor_note") if k in scores})
-            header.setdefault("classifier", scores.get("classifier"))
+            scores["floor"] = {k: scores.get(k) for k in ("floor_images", "floor_class_counts", "floor_note",
+                                                          "fid_floor_note") if k in scores}
+        header.setdefault("floor", scores.get("floor"))  # the same for every point: same N, classes, scoring
+        header.setdefault("classifier", scores.get("classifier"))
         rows.append(row)
         table = {**header, "points": rows, "complete": i == len(points),
                  "seconds": round(time.monotonic() - t_start, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
