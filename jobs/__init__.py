@@ -12,5 +12,6 @@
 - :mod:`jobs.sweep`     ``make sweep``: a sweep's members as training / sampling / eval job arrays; ``cancel SWEEP=``
 - :mod:`jobs.sweep_status`, :mod:`jobs.sweep_tasks`   ``make status SWEEP=``; the sampling and eval array jobs
 - :mod:`jobs.slurm`     thin wrappers around squeue / sacct / scancel / scontrol
-- :mod:`jobs.cli`       the ``ddpm-hpc submit|submit-sample|status|logs|cancel|sweep`` subcommands
+- :mod:`jobs.cli`       the ``ddpm-hpc submit|submit-sample|submit-eval[-sweep]|submit-classifier|status|logs|cancel|
+                        sweep`` subcommands
 """
