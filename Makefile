@@ -13,7 +13,11 @@
 #   make sweep-local SWEEP=name | EXP=base GRID=... [LIST=1: list the members only]   make status|cancel SWEEP=name
 #   make report [EXP=name]   make pull EXP=name|all [CKPT=1]                     docs/results.md
 #   make compare EXPS="a b c" [ARGS="--metric fid"]   one page comparing experiments  docs/results.md
-#   make eval EXP=name [SET=...] [ARGS="--n 1000"]   make fid-weights             sample-quality metrics
+#   make eval EXP=name [SET=...] [ARGS="--n 1000"] [LOCAL=1]   make fid-weights     sample quality; docs/results.md
+#   make eval-sweep EXP=name GRID="sample.guidance=1,2 sample.steps=4,8" [ARGS=..] [LOCAL=1]   one checkpoint, a grid
+#   make classifier EXP=name [ARGS="--steps 1500 --force"]   the classifier eval scores with, for EXP's dataset
+#       eval, eval-sweep and classifier submit a SLURM job where sbatch is on PATH (a login node), else run here;
+#       LOCAL=1: here
 #   make bench [ARGS=...]   make gpu-check (on a GPU node: GPU tests + CUDA benchmark)   docs/performance.md
 #   make test-slurm             the SLURM suite on a throwaway local cluster (needs root)
 
@@ -132,10 +136,23 @@ compare:
 # Sample quality (ddpm_hpc/metrics): make eval EXP=<name> [SET="sample.sampler=ddim sample.steps=50"] [ARGS="--n 1000"]
 #   -> experiments/<name>/eval/fresh-<tag>.json (ARGS="--samples <tag>": eval/samples-<tag>.json; --force replaces)
 #   make fid-weights   fetch the FID Inception weights (login node: internet)
-.PHONY: eval fid-weights
+#   make eval-sweep EXP=<name> GRID="sample.guidance=1,2 sample.steps=4,8" -> eval/sweep-<tag>.json + .png (frontier)
+# Both submit a job (ddpm-hpc submit-eval / submit-eval-sweep) where sbatch is on PATH and this is not already a SLURM
+# job (a login node forbids computing), else run here (ddpm-hpc eval / eval-sweep); LOCAL=1 always runs here.
+.PHONY: eval eval-sweep classifier fid-weights
+HERE_OR_JOB = if [ -z "$(LOCAL)" ] && [ -z "$$SLURM_JOB_ID" ] && command -v sbatch >/dev/null 2>&1; then
 eval:
-	@test -n "$(EXP)" || { echo "usage: make eval EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"]"; exit 2; }
-	$(CLI) eval $(EXP) $(SET) $(ARGS)
+	@test -n "$(EXP)" || { echo "usage: make eval EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"] [LOCAL=1]"; exit 2; }
+	@$(HERE_OR_JOB) $(CLI) submit-eval $(EXP) $(SET) $(ARGS); else $(CLI) eval $(EXP) $(SET) $(ARGS); fi
+
+eval-sweep:
+	@test -n "$(EXP)" -a -n "$(GRID)" || { echo "usage: make eval-sweep EXP=<name> GRID=\"sample.guidance=1,2 sample.steps=4,8\" [SET=...] [ARGS=\"--n 500\"] [LOCAL=1]"; exit 2; }
+	@$(HERE_OR_JOB) $(CLI) submit-eval-sweep $(EXP) $(SET) --grid $(GRID) $(ARGS); \
+	else $(CLI) eval-sweep $(EXP) $(SET) --grid $(GRID) $(ARGS); fi
+
+classifier:
+	@test -n "$(EXP)" || { echo "usage: make classifier EXP=<name> [ARGS=\"--steps 1500 --force\"] [LOCAL=1]"; exit 2; }
+	@$(HERE_OR_JOB) $(CLI) submit-classifier $(EXP) $(ARGS); else $(CLI) classifier $(EXP) $(ARGS); fi
 
 fid-weights:
 	$(PY) -m pip install -e '.[fid]'

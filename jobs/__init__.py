@@ -2,7 +2,9 @@
 
 ``ddpm_hpc`` itself never imports SLURM or submitit; this package wraps its pipeline functions:
 
-- :mod:`jobs.tasks`     the job callables (``TrainJob``, ``SampleJob``) that run on the compute node
+- :mod:`jobs.tasks`     the job callables (``TrainJob``, ``SampleJob``, ``EvalJob``, ``ClassifierJob``) that run on the
+                        compute node
+- :mod:`jobs.submit_eval`  ``make eval`` / ``eval-sweep`` / ``classifier`` submitted as jobs
 - :mod:`jobs.executor`  ``slurm:`` section of an experiment -> sbatch parameters -> ``submitit.SlurmExecutor``
 - :mod:`jobs.submit`    submit (training + chained sampling), sample-only submit, cancel; the live-job guard
 - :mod:`jobs.status`    one status line per experiment, log tails
@@ -12,5 +14,6 @@
 - :mod:`jobs.slurm`     thin wrappers around squeue / sacct / scancel / scontrol
 - :mod:`jobs.doctor`    ``make doctor``: torch, GPUs, partitions vs the ``slurm:`` settings, storage, data, and a probe
   job (``doctor_slurm``/``doctor_fit``: cluster facts and fit; ``doctor_host``; ``doctor_probe``: the job itself)
-- :mod:`jobs.cli`       the ``ddpm-hpc submit|submit-sample|status|logs|cancel|doctor|sweep`` subcommands
+- :mod:`jobs.cli`       the ``ddpm-hpc submit|submit-sample|status|logs|cancel|doctor|
+                        sweep|submit-eval[-sweep]|submit-classifier`` subcommands
 """

@@ -1,5 +1,6 @@
-"""``ddpm-hpc submit | submit-sample | status | logs | cancel | doctor | sweep``: registered into ddpm_hpc.cli when this
-package is importable (a repo checkout). Imports stay inside the commands so ``ddpm-hpc --help`` stays fast."""
+"""``ddpm-hpc submit | submit-sample | submit-eval | submit-eval-sweep | submit-classifier | status | logs | cancel |
+doctor | sweep``: registered into ddpm_hpc.cli when this package is importable (a repo checkout). Imports stay
+inside the commands so ``ddpm-hpc --help`` stays fast."""
 
 from __future__ import annotations
 
@@ -15,6 +16,23 @@ def cmd_submit_sample(args) -> int:
     from .submit import submit_sampling
 
     submit_sampling(args.experiment, args.overrides)
+    return 0
+
+
+def cmd_submit_eval(args) -> int:
+    from ddpm_hpc.cli import eval_options, parse_grid_items
+
+    from .submit_eval import submit_eval
+
+    grid = parse_grid_items(args.grid) if getattr(args, "grid", None) else None
+    submit_eval(args.experiment, args.overrides, eval_options(args), grid)
+    return 0
+
+
+def cmd_submit_classifier(args) -> int:
+    from .submit_eval import submit_classifier
+
+    submit_classifier(args.experiment, {"steps": args.steps, "seed": args.seed, "force": args.force})
     return 0
 
 
@@ -90,6 +108,18 @@ def register(sub, with_experiment) -> None:
     with_experiment(sub.add_parser(
         "submit-sample", help="SLURM: submit a sampling job alone (e.g. sample.sampler=ddim sample.steps=50)")) \
         .set_defaults(func=cmd_submit_sample)
+    from ddpm_hpc.cli import add_classifier_options, add_eval_options
+
+    add_eval_options(with_experiment(sub.add_parser(
+        "submit-eval", help="SLURM: make eval as a job (the eval file is written by the job)"))) \
+        .set_defaults(func=cmd_submit_eval)
+    add_eval_options(with_experiment(sub.add_parser(
+        "submit-eval-sweep", help="SLURM: make eval-sweep as one job (all points, one checkpoint)")),
+        samples=False, grid=True).set_defaults(func=cmd_submit_eval)
+    p = sub.add_parser("submit-classifier", help="SLURM: train the classifier of the experiment's dataset as a job")
+    p.add_argument("experiment", help="its dataset, slurm settings and jobs.json are used")
+    add_classifier_options(p)
+    p.set_defaults(func=cmd_submit_classifier)
     p = sub.add_parser("status", help="SLURM: one line per submitted experiment (jobs, state, step, loss, ETA)")
     p.add_argument("experiment", nargs="?", help="default: every experiment with submitted jobs")
     p.add_argument("--sweep", help="one line per member of this sweep, and a summary line")

@@ -8,9 +8,9 @@ same settings is kept, not replaced).
 
 from __future__ import annotations
 
-import os
 
-from .tasks import SampleJob, _Job
+from .tasks import EvalJob as _EvalJob
+from .tasks import SampleJob
 
 
 def _refresh_page(sweep: str) -> None:
@@ -35,27 +35,17 @@ class SweepSampleJob(SampleJob):
         return png
 
 
-class EvalJob(_Job):
-    kind = "eval"
+class EvalJob(_EvalJob):
+    """``make eval``'s job (jobs.tasks.EvalJob) for one member; options: the sweep's ``eval:`` (n, fid_ref_images)."""
 
     def __init__(self, config_json: str, roots: dict[str, str], max_requeues: int, sweep: str, options: dict):
-        super().__init__(config_json, roots, max_requeues)
+        super().__init__(config_json, roots, max_requeues, options)
         self.sweep = sweep
-        self.options = dict(options)
 
     def _fresh(self) -> "EvalJob":
         return EvalJob(self.config_json, self.roots, self.max_requeues, self.sweep, self.options)
 
     def __call__(self) -> str:
-        from ddpm_hpc.metrics.eval import run_eval
-
-        exp, _ = self._setup()
-        self._event(exp.name, "start", host=os.uname().nodename)
-        try:
-            path = run_eval(exp, n=self.options.get("n"), fid_ref_images=self.options.get("fid_ref_images", 0))
-        except Exception as exc:
-            self._fail(exp.name, exc)
-            raise
-        self._event(exp.name, "finished", message=str(path))
+        path = super().__call__()
         _refresh_page(self.sweep)
-        return str(path)
+        return path

@@ -19,6 +19,7 @@ from ..errors import UserError
 from .compare_html import METRICS, comparison_html
 from .compare_images import copy_grids, loss_overlay
 from .experiment_state import collect
+from .sweep_html import is_sweep
 
 PLOT = "loss_curves.png"
 GRIDS = "grids"
@@ -87,8 +88,8 @@ def varied_from_configs(configs: dict[str, dict]) -> dict[str, dict[str, str]]:
 
 
 def _newest_eval(evals: list) -> tuple[str, dict] | None:
-    """The eval of the latest step (then the newest file) among ``eval/*.json``."""
-    scored = [(f, v) for f, v in evals if isinstance(v, dict)]
+    """The eval of the latest step (then the newest file) among ``eval/*.json`` (not eval-sweep tables)."""
+    scored = [(f, v) for f, v in evals if isinstance(v, dict) and not is_sweep(f, v)]
     if not scored:
         return None
     return max(scored, key=lambda fv: (fv[1].get("step") if isinstance(fv[1].get("step"), int) else -1,
