@@ -27,6 +27,7 @@ def _exp(objective: str, sampler: str, steps: int, guidance: float, conditioning
     return build_experiment("nfe", {
         "data": {"dataset": "digits"}, "model": {"arch": "unet", "conditioning": conditioning},
         "diffusion": {"objective": objective, "T": 40},
+        "train": {"label_dropout": 0.1 if conditioning != "none" else 0.0},  # guidance needs a model that saw "no class"
         "sample": {"sampler": sampler, "steps": steps, "guidance": guidance, "batch_size": 4}}, "test")
 
 
@@ -70,7 +71,7 @@ def test_nfe_is_in_the_sample_provenance(tmp_path, monkeypatch):
     class FakeCkpt:
         step, sha256, path = 7, "0" * 64, tmp_path / "step.safetensors"
 
-    monkeypatch.setattr(sampling, "load_for_sampling", lambda e, d: Loaded(FakeCkpt(), e, counter, "ema"))
+    monkeypatch.setattr(sampling, "load_for_sampling", lambda e, d: Loaded(FakeCkpt(), e, counter, "ema", "fp32"))
     exp = exp.replace(sample=dataclasses.replace(exp.sample, per_class=2, trajectory=False))
     png = sampling.sample_experiment(exp, log_fn=lambda *_: None)
     info = json.loads(png.with_suffix(".json").read_text())
