@@ -6,7 +6,7 @@
 #   make local-sample EXP=name [SET="sample.sampler=ddim sample.steps=50"]   only sample here (latest checkpoint)
 #   make list                   the experiments, one line each
 #   make data                   download MNIST and CIFAR-10 into $DDPM_HPC_DATA (login node: it has internet)
-#   make submit EXP=name [SET=...] [FORCE=1]   train on SLURM (+ a chained sampling job); docs/slurm.md
+#   make submit EXP=name [SET=...] [FORCE=1] [DRY=1]   train on SLURM (+ chained sampling); DRY=1 prints
 #   make status [EXP=name]   make logs EXP=name [RANK=r]   make cancel EXP=name   make sample EXP=name [SET=...]
 #   make report [EXP=name]   make pull EXP=name|all [CKPT=1]                     docs/results.md
 #   make eval EXP=name [SET=...] [ARGS="--n 1000"]   make fid-weights             sample-quality metrics
@@ -50,7 +50,7 @@ local:
 	$(CLI) sample $(EXP) $(SET)
 
 local-sample:
-	@test -n "$(EXP)" || { echo "usage: make local-sample EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"]"; exit 2; }
+	@test -n "$(EXP)" || { echo "usage: make local-sample EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"] [DRY=1]"; exit 2; }
 	$(CLI) sample $(EXP) $(SET)
 
 train:
@@ -63,13 +63,14 @@ list:
 data:
 	$(CLI) data
 
-# SLURM (docs/slurm.md): make submit EXP=<name> [SET="k=v ..."] [FORCE=1]   make status [EXP=name]
-#   make logs EXP=<name> [RANK=r]   make cancel EXP=<name>   make sample EXP=<name> [SET=...] (a sampling job alone)
+# SLURM (docs/slurm.md): make submit EXP=<name> [SET="k=v ..."] [FORCE=1] [DRY=1]   make status [EXP=name]
+#   make logs EXP=<name> [RANK=r]   make cancel EXP=<name>   make sample EXP=<name> [SET=...] [DRY=1] (sampling alone)
+#   DRY=1: print the sbatch scripts that would be submitted, submit nothing
 #   make test-slurm        the SLURM suite on a throwaway local cluster (tests/slurm/cluster.sh; needs root)
 .PHONY: submit status logs cancel sample test-slurm
 submit:
-	@test -n "$(EXP)" || { echo "usage: make submit EXP=<name> [SET=\"key=value ...\"] [FORCE=1]; see: make list"; exit 2; }
-	$(CLI) submit $(EXP) $(SET) $(if $(FORCE),--force)
+	@test -n "$(EXP)" || { echo "usage: make submit EXP=<name> [SET=\"key=value ...\"] [FORCE=1] [DRY=1]; see: make list"; exit 2; }
+	$(CLI) submit $(EXP) $(SET) $(if $(FORCE),--force) $(if $(DRY),--dry-run)
 
 status:
 	@$(CLI) status $(EXP)
@@ -83,8 +84,8 @@ cancel:
 	$(CLI) cancel $(EXP)
 
 sample:
-	@test -n "$(EXP)" || { echo "usage: make sample EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"]"; exit 2; }
-	$(CLI) submit-sample $(EXP) $(SET)
+	@test -n "$(EXP)" || { echo "usage: make sample EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"] [DRY=1]"; exit 2; }
+	$(CLI) submit-sample $(EXP) $(SET) $(if $(DRY),--dry-run)
 
 test-slurm:
 	bash tests/slurm/cluster.sh up && $(PY) -m pytest -q -m slurm tests/slurm; \
@@ -103,7 +104,7 @@ report:
 #   make fid-weights   fetch the FID Inception weights (login node: internet)
 .PHONY: eval fid-weights
 eval:
-	@test -n "$(EXP)" || { echo "usage: make eval EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"]"; exit 2; }
+	@test -n "$(EXP)" || { echo "usage: make eval EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"] [DRY=1]"; exit 2; }
 	$(CLI) eval $(EXP) $(SET) $(ARGS)
 
 fid-weights:
