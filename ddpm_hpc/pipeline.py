@@ -12,6 +12,7 @@ from .distributed import DistContext
 from .figures import forward_process_figure, loss_plot
 from .logging_utils import log
 from .report import refresh as refresh_report
+from .cadence import Throttle
 from .sampling import sample_experiment
 from .trainer import Run, TrainOutcome, train
 
@@ -51,18 +52,28 @@ def preview_grid(run: Run) -> None:
 
 
 def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, after_step=None) -> TrainOutcome:
-    holder: dict = {}
+    """Train, refreshing the loss plot and the report page after a save at most once per ``train.report_minutes``
+    (the other ranks wait while rank 0 draws them), and always at the end, finished or interrupted."""
+    holder: dict = {"stale": False}
+    throttle = Throttle(60 * exp.train.report_minutes)
 
-    def on_checkpoint(run: Run, _path: Path) -> None:
-        holder["run"] = run
+    def refresh() -> None:
         refresh_loss_plot(exp)
         refresh_report(exp.name, log_fn)
+        holder["stale"] = False
+
+    def on_checkpoint(run: Run, _path: Path) -> None:
+        holder["run"], holder["stale"] = run, True
+        if throttle.ready():
+            refresh()
 
     outcome = train(exp, ctx, log_fn, on_checkpoint=on_checkpoint, every_steps=preview_grid, after_step=after_step)
     if ctx.is_main and outcome.status == "finished" and "run" in holder:
         log_fn(f"wrote {write_forward_figure(holder['run'])}")
-        log_fn(f"wrote {paths.experiment_dir(exp.name) / 'loss.png'}")  # drawn at the final checkpoint
-        refresh_report(exp.name, log_fn)  # again: forward_process.png is written after the last checkpoint
+        refresh()  # again: forward_process.png is written after the last checkpoint
+        log_fn(f"wrote {paths.experiment_dir(exp.name) / 'loss.png'}")
+    elif ctx.is_main and holder["stale"]:  # interrupted: the page shows the step it stopped at
+        refresh()
     return outcome
 
 
