@@ -80,3 +80,17 @@ class Throttle:
             return False
         self._last = now
         return True
+
+
+def save_overhead(step_s: float, save_s: float, refresh_s: float, every_steps: int, minutes: float,
+                  report_minutes: float) -> dict:
+    """The share of training time spent in periodic saves at a cadence (for the benchmarks): a save after every
+    ``every_steps`` steps of ``step_s`` or ``minutes`` of training, whichever comes first, each costing ``save_s``,
+    plus a report refresh of ``refresh_s`` at a save at most every ``report_minutes``."""
+    by_steps = every_steps * step_s if every_steps > 0 else math.inf
+    interval = min(by_steps, 60 * minutes if minutes > 0 else math.inf)
+    if math.isinf(interval):
+        return {"seconds_between_saves": interval, "saves_per_refresh": 1, "fraction": 0.0}
+    per_refresh = max(1, math.ceil(60 * report_minutes / interval)) if report_minutes > 0 else 1
+    cost = save_s + refresh_s / per_refresh
+    return {"seconds_between_saves": interval, "saves_per_refresh": per_refresh, "fraction": cost / (interval + cost)}

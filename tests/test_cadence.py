@@ -129,3 +129,15 @@ def test_the_report_is_refreshed_at_a_bounded_rate_and_at_the_end(tmp_path, monk
         outcome = pipeline.run_training(exp, log_fn=lambda *_: None, after_step=after_step)
     assert outcome.status == ("interrupted" if interrupt else "finished")
     assert seen == refreshes
+
+
+def test_save_overhead_at_a_cadence():
+    """1 s saves every 10 min of 5 ms steps (a GPU, by time): 1/601; every 1,000 steps instead: a save every 5 s."""
+    gpu = cadence.save_overhead(0.005, 1.0, 0.0, 0, 10, 5)
+    assert gpu["seconds_between_saves"] == 600 and gpu["fraction"] == pytest.approx(1 / 601)
+    old = cadence.save_overhead(0.005, 1.0, 0.0, 1000, 10, 5)
+    assert old["seconds_between_saves"] == 5 and old["fraction"] == pytest.approx(1 / 6)
+    # saves every 2 min, report refresh (2 s) at most every 5 min: every 3rd save
+    cpu = cadence.save_overhead(0.12, 0.3, 2.0, 1000, 10, 5)
+    assert cpu["saves_per_refresh"] == 3 and cpu["fraction"] == pytest.approx((0.3 + 2 / 3) / (120 + 0.3 + 2 / 3))
+    assert cadence.save_overhead(0.1, 1.0, 1.0, 0, 0, 5)["fraction"] == 0.0  # no periodic saves at all
