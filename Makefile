@@ -29,6 +29,8 @@ help:
 	@sed -n '2,15p' Makefile
 
 $(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || { echo "error: ddpm-hpc needs \
+	Python >= 3.10; $(PYTHON) is $$($(PYTHON) --version 2>&1 | head -1): use make setup PYTHON=python3.11 (or newer)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 
 setup: $(PY)
