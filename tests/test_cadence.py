@@ -141,3 +141,32 @@ def test_save_overhead_at_a_cadence():
     cpu = cadence.save_overhead(0.12, 0.3, 2.0, 1000, 10, 5)
     assert cpu["saves_per_refresh"] == 3 and cpu["fraction"] == pytest.approx((0.3 + 2 / 3) / (120 + 0.3 + 2 / 3))
     assert cadence.save_overhead(0.1, 1.0, 1.0, 0, 0, 5)["fraction"] == 0.0  # no periodic saves at all
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(),
+                    reason="needs a CUDA GPU: checks that a training step never makes the host wait for the GPU")
+def test_a_training_step_on_a_gpu_makes_no_host_sync(tmp_path):
+    """torch's sync debug mode raises on any operation that waits for the GPU (a pageable copy, .item(), ...).
+    After warm-up steps (cuDNN autotuning, the first epoch's permutation), train_step must run without one.
+    Written for a GPU session; this machine has none, so it has not run here."""
+    import json
+
+    import torch
+    from _train_helpers import TINY, roots
+    from ddpm_hpc.config import build_experiment
+    from ddpm_hpc.trainer import Run
+
+    raw = json.loads(json.dumps(TINY))
+    raw["train"].update(device="cuda", precision="auto")
+    with roots(tmp_path):
+        run = Run(build_experiment("tiny", raw, "test"), log_fn=lambda *_: None)
+        run.model.train()
+        for _ in range(3):
+            run.train_step()
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(5):
+                run.train_step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
