@@ -6,7 +6,7 @@
 #   make local-sample EXP=name [SET="sample.sampler=ddim sample.steps=50"]   only sample here (latest checkpoint)
 #   make list                   the experiments, one line each
 #   make data                   download MNIST and CIFAR-10 into $DDPM_HPC_DATA (login node: it has internet)
-#   make submit EXP=name [SET=...] [FORCE=1] [DRY=1]   train on SLURM (+ chained sampling); DRY=1 prints
+#   make submit EXP=name [SET=...] [FORCE=1] [DRY=1]   train on SLURM (+ chained sampling); DRY=1: print only
 #   make status [EXP=name]   make logs EXP=name [RANK=r]   make cancel EXP=name   make sample EXP=name [SET=...]
 #   make report [EXP=name]   make pull EXP=name|all [CKPT=1]                     docs/results.md
 #   make eval EXP=name [SET=...] [ARGS="--n 1000"]   make fid-weights             sample-quality metrics

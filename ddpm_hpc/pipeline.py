@@ -7,12 +7,12 @@ import dataclasses
 from pathlib import Path
 
 from . import paths
+from .cadence import Throttle
 from .config import Experiment
 from .distributed import DistContext
 from .figures import forward_process_figure, loss_plot
 from .logging_utils import log
 from .report import refresh as refresh_report
-from .cadence import Throttle
 from .sampling import sample_experiment
 from .trainer import Run, TrainOutcome, train
 
