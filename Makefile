@@ -6,7 +6,7 @@
 #   make local-sample EXP=name [SET="sample.sampler=ddim sample.steps=50"]   only sample here (latest checkpoint)
 #   make list                   the experiments, one line each
 #   make data                   download MNIST and CIFAR-10 into $DDPM_HPC_DATA (login node: it has internet)
-#   make submit EXP=name [SET=...] [FORCE=1]   train on SLURM (+ a chained sampling job); docs/slurm.md
+#   make submit EXP=name [SET=...] [FORCE=1] [DRY=1]   train on SLURM (+ chained sampling); DRY=1: print only
 #   make status [EXP=name]   make logs EXP=name [RANK=r]   make cancel EXP=name   make sample EXP=name [SET=...]
 #   make doctor [EXP=name] [SET=...] [SUBMIT=1]   check torch, GPUs, partitions, slurm: settings, storage, data
 #   make sweep SWEEP=name | EXP=base GRID="train.lr=1e-4,3e-4 ..." [NAME=..] [SEEDS=n] [SET=..]   job arrays; docs/sweeps.md
@@ -40,6 +40,8 @@ help:
 	@sed -n '/^$$/q;2,$$p' Makefile  # the comment block above, up to its blank line
 
 $(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || { echo "error: ddpm-hpc needs \
+	Python >= 3.10; $(PYTHON) is $$($(PYTHON) --version 2>&1 | head -1): use make setup PYTHON=python3.11 (or newer)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 
 setup: $(PY)
@@ -74,13 +76,14 @@ list:
 data:
 	$(CLI) data
 
-# SLURM (docs/slurm.md): make submit EXP=<name> [SET="k=v ..."] [FORCE=1]   make status [EXP=name]
-#   make logs EXP=<name> [RANK=r]   make cancel EXP=<name>   make sample EXP=<name> [SET=...] (a sampling job alone)
+# SLURM (docs/slurm.md): make submit EXP=<name> [SET="k=v ..."] [FORCE=1] [DRY=1]   make status [EXP=name]
+#   make logs EXP=<name> [RANK=r]   make cancel EXP=<name>   make sample EXP=<name> [SET=...] [DRY=1] (sampling alone)
+#   DRY=1: print the sbatch scripts that would be submitted, submit nothing
 #   make test-slurm        the SLURM suite on a throwaway local cluster (tests/slurm/cluster.sh; needs root)
 .PHONY: submit status logs cancel sample test-slurm
 submit:
-	@test -n "$(EXP)" || { echo "usage: make submit EXP=<name> [SET=\"key=value ...\"] [FORCE=1]; see: make list"; exit 2; }
-	$(CLI) submit $(EXP) $(SET) $(if $(FORCE),--force)
+	@test -n "$(EXP)" || { echo "usage: make submit EXP=<name> [SET=\"key=value ...\"] [FORCE=1] [DRY=1]; see: make list"; exit 2; }
+	$(CLI) submit $(EXP) $(SET) $(if $(FORCE),--force) $(if $(DRY),--dry-run)
 
 status:
 	@$(CLI) status $(EXP) $(if $(SWEEP),--sweep $(SWEEP))
@@ -94,8 +97,8 @@ cancel:
 	$(CLI) cancel $(EXP) $(if $(SWEEP),--sweep $(SWEEP))
 
 sample:
-	@test -n "$(EXP)" || { echo "usage: make sample EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"]"; exit 2; }
-	$(CLI) submit-sample $(EXP) $(SET)
+	@test -n "$(EXP)" || { echo "usage: make sample EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"] [DRY=1]"; exit 2; }
+	$(CLI) submit-sample $(EXP) $(SET) $(if $(DRY),--dry-run)
 
 # make doctor [EXP=name] [SET="slurm.qos=debug"] [SUBMIT=1] [WAIT=30]: one screen of ok / WARNING / PROBLEM lines;
 #   SUBMIT=1 also sends a short probe job and reports from a compute node; answers in experiments/_doctor/<time>.json

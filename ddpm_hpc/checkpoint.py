@@ -15,10 +15,12 @@ name, dtype, shape and bytes and of the other metadata), so every file is self-v
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,10 +61,25 @@ def load_bytes(data: bytes) -> dict[str, torch.Tensor]:
     return load(data)
 
 
+# What fsync on a directory may answer where the filesystem has no such operation (some network and FUSE file
+# systems): the rename has happened by then, so the file is in place; only its durability is up to that filesystem.
+_DIR_FSYNC_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EISDIR)
+
+
 def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+    """fsync the folder so the rename in it survives a crash; a filesystem that refuses to fsync a directory
+    (EINVAL and kin) is tolerated: the file is already complete under its final name."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        if exc.errno in _DIR_FSYNC_UNSUPPORTED:
+            return
+        raise
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
+            raise
     finally:
         os.close(fd)
 
@@ -156,9 +173,8 @@ def save_checkpoint(folder: Path, step: int, tensors: dict[str, torch.Tensor], m
     metadata = {**metadata, CONTENT_KEY: content_digest(cpu, metadata)}
     data = save_bytes(cpu, metadata=metadata)
     del cpu
-    digest = hashlib.sha256(data).hexdigest()
     path = folder / checkpoint_name(step)
-    atomic_write(path, data)
+    digest = _hashed_while_writing(path, data)
     recorded = recorded_hashes(folder)
     older = [{"file": p.name, "step": s, "sha256": recorded.get(p.name)} for s, p in _step_files(folder) if s < step]
     history = [{"file": path.name, "step": step, "sha256": digest}, *older[:keep - 1]]
@@ -171,6 +187,19 @@ def save_checkpoint(folder: Path, step: int, tensors: dict[str, torch.Tensor], m
         if not _pid_alive(stale.name.rsplit("-", 1)[-1]):
             stale.unlink(missing_ok=True)
     return path
+
+
+def _hashed_while_writing(path: Path, data: bytes) -> str:
+    """``atomic_write(path, data)`` and the SHA-256 of ``data`` at the same time: hashlib and file writes both release
+    the GIL on large buffers, so the hash (recorded in latest.json) costs no extra wall time next to the write."""
+    result: dict[str, str] = {}
+    hasher = threading.Thread(target=lambda: result.update(digest=hashlib.sha256(data).hexdigest()), daemon=True)
+    hasher.start()
+    try:
+        atomic_write(path, data)
+    finally:
+        hasher.join()
+    return result["digest"]
 
 
 def _pid_alive(pid: str) -> bool:

@@ -19,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -82,8 +82,11 @@ class TrainConfig:
     label_dropout: float = field(default=0.0, metadata=_range(0.0, 1.0))  # for classifier-free guidance
     grad_clip: float = field(default=0.0, metadata=_range(0.0))  # 0 disables clipping
     log_every: int = field(default=100, metadata=_range(1))
-    checkpoint_every: int = field(default=1000, metadata=_range(1))
+    # Saves: every N steps (0: by time only) and every checkpoint_minutes (0: not by time), whichever comes first.
+    # auto: by time only on a GPU (1,000 steps take seconds there), every 1,000 steps on a CPU (ddpm_hpc/cadence.py)
+    checkpoint_every: Union[int, Literal["auto"]] = field(default="auto", metadata=_range(0))
     checkpoint_minutes: float = field(default=10.0, metadata=_range(0.0))  # 0 disables the wall-clock cadence
+    report_minutes: float = field(default=5.0, metadata=_range(0.0))  # plot + page at a save at most this often
     keep_checkpoints: int = field(default=3, metadata=_range(2))
     restart: bool = False  # ignore existing checkpoints and start over
     device: str = field(default="auto", metadata={"check": check_device})  # auto | cpu | cuda | cuda:N
@@ -193,6 +196,9 @@ def _finite(value: int | float, where: str) -> float:
     return number
 
 
+_KIND = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Check ``value`` against the type ``hint``; convert the few safe cases (int -> float, list -> tuple)."""
     origin = typing.get_origin(hint)
@@ -203,9 +209,16 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
+        if value is None and len(args) < len(typing.get_args(hint)):  # Optional[...]
             return None
-        return _coerce(value, args[0], where)
+        if len(args) == 1:
+            return _coerce(value, args[0], where)
+        for arg in args:  # e.g. int | Literal["auto"]: the first type that takes the value
+            with contextlib.suppress(ConfigError):
+                return _coerce(value, arg, where)
+        kinds = [" or ".join(map(str, typing.get_args(a))) if typing.get_origin(a) is Literal else _KIND.get(a, str(a))
+                 for a in args]
+        raise ConfigError(f"{where}: expected {' or '.join(kinds)}, got {value!r}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -256,6 +269,8 @@ def _build(cls, data: Any, where: str):
         field_where = f"{where}.{key}"
         value = _coerce(value, hints[key], field_where)
         lo, hi = fields[key].metadata.get("min"), fields[key].metadata.get("max")
+        if not isinstance(value, (int, float)):  # a word such as auto: its range is its list of choices
+            lo = hi = None
         if lo is not None and value is not None and value < lo:
             raise ConfigError(f"{field_where}: {value!r} is too small; must be >= {lo}")
         if hi is not None and value is not None and value > hi:

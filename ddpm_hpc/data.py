@@ -237,34 +237,44 @@ class BatchSampler:
     or re-sharded run draws exactly the batches an uninterrupted one would.
 
     The index stream is the concatenation of per-epoch permutations (epoch e seeded with ``seed * 1_000_003 + e``);
-    step s takes stream positions [s*B, (s+1)*B), so a batch may straddle two epochs."""
+    step s takes stream positions [s*B, (s+1)*B), so a batch may straddle two epochs.
+
+    Each permutation is drawn on the CPU (so the order is the same whatever the device) and copied to the device the
+    indices are asked for once per epoch; a step's indices are then a slice of it, on that device: no host-to-device
+    copy, and no wait for the GPU, per step."""
 
     def __init__(self, num_items: int, batch_size: int, seed: int):
         if num_items < 1 or batch_size < 1:
             raise ValueError(f"need num_items >= 1 and batch_size >= 1, got {num_items} and {batch_size}")
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
-        self._perms: dict[int, torch.Tensor] = {}  # a few recent epochs, so consecutive steps are cheap
+        # a few recent epochs per device, so consecutive steps are cheap: {(epoch, device): permutation}
+        self._perms: dict[tuple[int, str], torch.Tensor] = {}
 
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
+    def _perm(self, epoch: int, device: torch.device) -> torch.Tensor:
+        key = (epoch, str(device))
+        if key not in self._perms:
             if len(self._perms) >= 4:
                 del self._perms[min(self._perms)]
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perms[epoch] = torch.randperm(self.num_items, generator=g)
-        return self._perms[epoch]
+            perm = torch.randperm(self.num_items, generator=g)
+            if device.type == "cuda":  # pinned, so the copy is queued like a kernel instead of making the host wait
+                perm = perm.pin_memory().to(device, non_blocking=True)
+            self._perms[key] = perm.to(device)
+        return self._perms[key]
 
-    def indices(self, step: int, rank: int = 0, world_size: int = 1) -> torch.LongTensor:
-        """Rank's contiguous share of step's global batch, on the CPU."""
+    def indices(self, step: int, rank: int = 0, world_size: int = 1, device=None) -> torch.LongTensor:
+        """Rank's contiguous share of step's global batch, on ``device`` (default: the CPU)."""
         if world_size < 1 or self.batch_size % world_size:
             raise ValueError(f"batch size {self.batch_size} is not divisible by world size {world_size}")
         if not 0 <= rank < world_size or step < 0:
             raise ValueError(f"need 0 <= rank < world_size and step >= 0, got rank {rank}, step {step}")
+        device = torch.device(device if device is not None else "cpu")
         share = self.batch_size // world_size
         pos, end = step * self.batch_size + rank * share, step * self.batch_size + (rank + 1) * share
         parts = []
         while pos < end:  # walk the stream one epoch segment at a time
             epoch, offset = divmod(pos, self.num_items)
             take = min(end - pos, self.num_items - offset)
-            parts.append(self._perm(epoch)[offset : offset + take])
+            parts.append(self._perm(epoch, device)[offset : offset + take])
             pos += take
-        return torch.cat(parts)
+        return torch.cat(parts)  # a copy: callers never share the cached permutation

@@ -37,19 +37,20 @@ class DistContext:
 
     def any(self, flag: bool, device) -> bool:
         """True on every rank if any rank's flag is set (so all ranks stop at the same step)."""
-        if not self.enabled:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return self.any_each((flag,), device)[0]
 
     def any_each(self, flags, device) -> tuple[bool, ...]:
         """Element-wise :meth:`any` of several flags, in one all-reduce."""
+        return tuple(v > 0 for v in self.max_each([1.0 if f else 0.0 for f in flags], device))
+
+    def max_each(self, values, device) -> tuple[float, ...]:
+        """Element-wise maximum over the ranks of several numbers, in one all-reduce (and one host sync: call it every
+        few steps, not every step). Alone: the numbers themselves, no sync."""
         if not self.enabled:
-            return tuple(bool(f) for f in flags)
-        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
+            return tuple(float(v) for v in values)
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return tuple(bool(v) for v in t.tolist())
+        return tuple(t.tolist())
 
     def mean_(self, tensors: list[torch.Tensor]) -> None:
         """Replace each tensor (in place) by its mean over the ranks, in one all-reduce."""

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from . import paths, tensorboard_log
+from .cadence import Throttle
 from .config import Experiment
 from .distributed import DistContext
 from .figures import forward_process_figure, loss_plot
@@ -53,17 +54,24 @@ def preview_grid(run: Run) -> Path:
 
 def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, after_step=None,
                  restart_token: str | None = None, stop_advice=None) -> TrainOutcome:
-    """``train`` with the loss plot and report refreshed at every checkpoint (``restart_token``, ``stop_advice``:
-    see ``train``)."""
-    holder: dict = {}
+    """Train, refreshing the loss plot and the report page after a save at most once per ``train.report_minutes``
+    (the other ranks wait while rank 0 draws them), and always at the end, finished or interrupted
+    (``restart_token``, ``stop_advice``: see ``train``)."""
+    holder: dict = {"stale": False}
+    throttle = Throttle(60 * exp.train.report_minutes)
     if exp.train.tensorboard:
         tensorboard_log.require()  # before any work: one line, not a traceback mid-run
     tb = tensorboard_log.TensorBoardLog(exp.name) if exp.train.tensorboard and ctx.is_main else None
 
-    def on_checkpoint(run: Run, _path: Path) -> None:
-        holder["run"] = run
+    def refresh() -> None:
         refresh_loss_plot(exp)
         refresh_report(exp.name, log_fn)
+        holder["stale"] = False
+
+    def on_checkpoint(run: Run, _path: Path) -> None:
+        holder["run"], holder["stale"] = run, True
+        if throttle.ready():
+            refresh()
         if tb:
             tb.flush()
 
@@ -87,8 +95,10 @@ def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, 
             tb.close()
     if ctx.is_main and outcome.status == "finished" and "run" in holder:
         log_fn(f"wrote {write_forward_figure(holder['run'])}")
-        log_fn(f"wrote {paths.experiment_dir(exp.name) / 'loss.png'}")  # drawn at the final checkpoint
-        refresh_report(exp.name, log_fn)  # again: forward_process.png is written after the last checkpoint
+        refresh()  # again: forward_process.png is written after the last checkpoint
+        log_fn(f"wrote {paths.experiment_dir(exp.name) / 'loss.png'}")
+    elif ctx.is_main and holder["stale"]:  # interrupted: the page shows the step it stopped at
+        refresh()
     return outcome
 
 

@@ -2,7 +2,9 @@
 
 Resuming is automatic: a run starts from the newest valid checkpoint of its experiment. The batch and the noise of
 step s are pure functions of (seed, s), so a resumed run continues exactly as if it had never stopped. SIGUSR2,
-SIGTERM and SIGINT only set a flag; the loop saves at the next step boundary and returns ``interrupted``.
+SIGTERM and SIGINT only set a flag; the loop saves at the next step boundary and returns ``interrupted`` (with several
+ranks, at the next step where they compare flags, about a second later: every rank stops at the same step; see
+``cadence.py``, which also holds the save cadence).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import __version__, checkpoint, paths, state
+from . import __version__, cadence, checkpoint, paths, state
 from .config import Experiment, experiment_from_json
 from .data import BatchSampler, load_dataset, to_model_range
 from .devices import deterministic_mode, resolve_device
@@ -207,7 +209,8 @@ class Run:
     def train_step(self) -> torch.Tensor:
         exp, ctx = self.exp, self.ctx
         gen = self._generator.manual_seed(step_seed(exp.train.seed, self.step))  # one generator, not one per step
-        idx = self.sampler.indices(self.step, ctx.rank, ctx.world_size).to(self.dataset.images.device)
+        # on the dataset's device already (the sampler keeps each epoch's order there): no copy, no wait per step
+        idx = self.sampler.indices(self.step, ctx.rank, ctx.world_size, device=self.dataset.images.device)
         x0 = to_model_range(self.dataset.images[idx].to(self.device, non_blocking=True))
         if exp.train.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
@@ -333,6 +336,8 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
     loss_sum = run.loss_sum  # updated in place, so run.tensors() saves the partial window
     progress = Progress(exp.train.steps, exp.name, start=run.step) if ctx.is_main else None
     saved: Path | None = None
+    every = cadence.checkpoint_every_steps(exp.train.checkpoint_every, exp.train.checkpoint_minutes, run.device.type)
+    agreement = cadence.Agreement(run.step, exp.train.steps, ctx.world_size)
     with StopFlag() as stop:
         run.model.train()
         while run.step < exp.train.steps:
@@ -363,12 +368,17 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
                 every_steps(run)
             if after_step:
                 after_step(run)
-            # Ranks agree on both (one all-reduce): a signal may reach one rank only, and their clocks differ.
-            minutes = exp.train.checkpoint_minutes
-            timed = minutes > 0 and time.monotonic() - last_save > 60 * minutes
-            stopping, timed = ctx.any_each((stop.received is not None, timed), run.device)
-            due = step % exp.train.checkpoint_every == 0 or step == exp.train.steps or stopping or timed
-            if due:
+            stopping = timed = False
+            if agreement.due(step):  # every step alone; every second or so with several ranks (ddpm_hpc/cadence.py)
+                minutes = exp.train.checkpoint_minutes
+                timed = minutes > 0 and time.monotonic() - last_save > 60 * minutes
+                # Ranks agree on both flags (one all-reduce): a signal may reach one rank only, and their clocks
+                # differ; the slowest rank's pace schedules the next agreement.
+                flag, timed_flag, pace = ctx.max_each((stop.received is not None, timed, agreement.pace(step)),
+                                                      run.device)
+                stopping, timed = flag > 0, timed_flag > 0
+                agreement.agreed(step, pace)
+            if cadence.save_due(step, exp.train.steps, every, stopping, timed):
                 # The saved losses are global: the mean over ranks of each rank's sums (both are linear in the losses,
                 # so averaging at any step is exact), so a run resumed with another world size continues them.
                 ctx.mean_([loss_sum, run.loss_smooth])

@@ -6,16 +6,22 @@ from __future__ import annotations
 
 
 def cmd_submit(args) -> int:
-    from .submit import submit_training
+    from .submit import dry_run_training, submit_training
 
-    submit_training(args.experiment, args.overrides, force=args.force)
+    if args.dry_run:
+        dry_run_training(args.experiment, args.overrides, force=args.force)
+    else:
+        submit_training(args.experiment, args.overrides, force=args.force)
     return 0
 
 
 def cmd_submit_sample(args) -> int:
-    from .submit import submit_sampling
+    from .submit import dry_run_sampling, submit_sampling
 
-    submit_sampling(args.experiment, args.overrides)
+    if args.dry_run:
+        dry_run_sampling(args.experiment, args.overrides)
+    else:
+        submit_sampling(args.experiment, args.overrides)
     return 0
 
 
@@ -34,6 +40,9 @@ def cmd_submit_classifier(args) -> int:
 
     submit_classifier(args.experiment, {"steps": args.steps, "seed": args.seed, "force": args.force})
     return 0
+
+
+DRY_RUN_HELP = "print the sbatch script(s) that would be submitted; submit nothing, write nothing (no SLURM needed)"
 
 
 def cmd_status(args) -> int:
@@ -104,10 +113,12 @@ def register(sub, with_experiment) -> None:
         "submit", help="SLURM: submit training, then a sampling job that runs after it succeeds"))
     p.add_argument("--force", action="store_true",
                    help="cancel this experiment's live jobs first (the new job starts after they have exited)")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     p.set_defaults(func=cmd_submit)
-    with_experiment(sub.add_parser(
-        "submit-sample", help="SLURM: submit a sampling job alone (e.g. sample.sampler=ddim sample.steps=50)")) \
-        .set_defaults(func=cmd_submit_sample)
+    p = with_experiment(sub.add_parser(
+        "submit-sample", help="SLURM: submit a sampling job alone (e.g. sample.sampler=ddim sample.steps=50)"))
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
+    p.set_defaults(func=cmd_submit_sample)
     from ddpm_hpc.cli import add_classifier_options, add_eval_options
 
     add_eval_options(with_experiment(sub.add_parser(

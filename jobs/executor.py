@@ -1,7 +1,14 @@
 """An experiment's ``slurm:`` section -> sbatch parameters -> a ``submitit.SlurmExecutor``.
 
 The mapping is a plain dict (:func:`sbatch_parameters`) so it can be checked without SLURM installed
-(:func:`sbatch_script` renders the exact script submitit would submit).
+(:func:`sbatch_script` renders the exact script submitit would submit; ``submit --dry-run`` prints it).
+
+The pre-emption signal is pinned to SIGUSR2, the signal the trainer listens for: submitit takes it from the
+environment variable ``SUBMITIT_PREEMPT_SIGNAL`` (default USR2), read once when submitit is imported, both for the
+``#SBATCH --signal`` line (in the submitting shell) and for the handler it installs in the job (on the compute node,
+which inherits the submitting shell's environment). Left to that variable, a user who exported
+``SUBMITIT_PREEMPT_SIGNAL=USR1`` for another tool would get jobs warned with USR1, which the trainer does not catch:
+no checkpoint at the time limit. So the script sets ``--signal`` itself and exports the variable before ``srun``.
 
 Several GPUs (``slurm.gpus_per_node: N``, or a count in ``gres``) and/or several nodes (``slurm.nodes: M``) make the
 training job start one task (one process, one rank) per GPU: ``--ntasks-per-node=N`` over M nodes, world size N*M.
@@ -12,6 +19,8 @@ always runs one task on one GPU.
 from __future__ import annotations
 
 import re
+import shlex
+import sys
 from pathlib import Path
 
 from ddpm_hpc.config import Experiment
@@ -20,6 +29,10 @@ from ddpm_hpc.errors import ConfigError
 # Slurm sends the --signal warning up to ~60 s before the requested time (its time-limit check is periodic), and a
 # job needs time to start and train before that: the warning may take at most half of the time limit.
 MIN_SIGNAL_DELAY_S = 10
+# The warning signal of time limits and pre-emption: what ddpm_hpc.trainer's StopFlag and jobs.tasks act on. Never
+# USR1: NCCL uses it (which is why submitit moved to USR2).
+PREEMPT_SIGNAL = "USR2"
+PREEMPT_SIGNAL_VAR = "SUBMITIT_PREEMPT_SIGNAL"
 _GRES_GPUS = re.compile(r"^gpu(?::[A-Za-z0-9_.-]+)?(?::(\d+))?$")
 
 
@@ -107,12 +120,15 @@ def sbatch_parameters(exp: Experiment, kind: str, dependency: str | None = None)
         "nodes": s.nodes if train else 1,
         "ntasks_per_node": tasks,
         "cpus_per_task": s.cpus_per_task,
-        "signal_delay_s": s.signal_delay_s,  # -> #SBATCH --signal=USR2@N, sent to the srun step (not B:)
-        "setup": list(s.setup),
+        "signal_delay_s": s.signal_delay_s,  # validated by submitit; the --signal line itself is pinned below
+        # the user's lines first, then the pin: the job's submitit installs its handler for this signal
+        "setup": [*s.setup, f"export {PREEMPT_SIGNAL_VAR}={PREEMPT_SIGNAL}"],
         "use_srun": True,  # the signal goes to the job step, i.e. to the Python process itself
         # --requeue: pre-emption (PreemptMode=REQUEUE) and node failures put the job back in the queue, and
-        # scontrol requeue is allowed even where JobRequeue=0.
-        "additional_parameters": {"requeue": True, **dict(s.additional)},
+        # scontrol requeue is allowed even where JobRequeue=0. --signal=USR2@N (no B:): sent to the srun step, whatever
+        # SUBMITIT_PREEMPT_SIGNAL says in the submitting shell ("signal" is refused in slurm.additional).
+        "additional_parameters": {"requeue": True, **dict(s.additional),
+                                  "signal": f"{PREEMPT_SIGNAL}@{s.signal_delay_s}"},
     }
     if s.mem_gb > 0:  # sbatch wants a whole number with a unit
         params["mem"] = f"{int(s.mem_gb)}G" if s.mem_gb == int(s.mem_gb) else f"{round(s.mem_gb * 1024)}M"
@@ -148,8 +164,11 @@ def make_executor(exp: Experiment, kind: str, folder: Path, dependency: str | No
 
 
 def sbatch_script(exp: Experiment, kind: str, folder: Path, dependency: str | None = None) -> str:
-    """The sbatch script submitit would write (no SLURM needed): for tests and ``submit --dry-run``."""
+    """The sbatch script :func:`make_executor`'s executor would write, byte for byte (no SLURM needed, nothing is
+    created): for tests and ``submit --dry-run``. Same parameters, same folder (made absolute, as submitit does), same
+    command (this Python running submitit's job entry point)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    params = sbatch_parameters(exp, kind, dependency)
-    return _make_sbatch_string(command="python -u -m submitit.core._submit " + str(folder), folder=folder, **params)
+    folder = Path(folder).expanduser().absolute()
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return _make_sbatch_string(command=command, folder=folder, **sbatch_parameters(exp, kind, dependency))

@@ -44,7 +44,12 @@ def test_bench_quick_times_the_practical_loop_and_the_trainer_side_by_side(tmp_p
     samplers = {row["sampler"] for row in result["sampling"]}
     assert {"ddim", "euler", "heun"} <= samplers  # --quick leaves out DDPM-400
     assert all(row["nfe_per_image"] >= 1 for row in result["sampling"])
-    assert result["checkpoint"]["bytes"] > 0 and 0 < result["checkpoint"]["share_of_training"] < 1
+    ckpt = result["checkpoint"]
+    assert ckpt["bytes"] > 0 and 0 < ckpt["share_of_training"] < 1 and ckpt["report_refresh_s"] > 0
+    gpu = result["device"].startswith("cuda")
+    assert ckpt["checkpoint_every"] == "auto" and ckpt["checkpoint_every_steps_here"] == (0 if gpu else 1000)
+    assert f"save overhead: {100 * ckpt['share_of_training']:.2f} % of training time at the default cadence" in out
+    assert "target < 1 %" in out
     assert "practical" in out and str(result_file) in out
     assert [p.name for p in scratch.glob("bench-*")] == [], "the benchmark left its temporary files behind"
 

@@ -116,6 +116,43 @@ def test_failed_write_leaves_old_file_and_no_partial(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # temporary file removed too
 
 
+def _refuse_directory_fsync(monkeypatch, code: int) -> list[int]:
+    """os.fsync that fails with ``code`` on directories and works on files: a mock of a filesystem this machine does
+    not have (some network and FUSE filesystems answer EINVAL to fsync on a directory). Returns the refused fds."""
+    import stat
+
+    real, refused = os.fsync, []
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            refused.append(fd)
+            raise OSError(code, os.strerror(code))
+        return real(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    return refused
+
+
+def test_a_filesystem_refusing_to_fsync_a_directory_does_not_fail_the_save(tmp_path, monkeypatch):
+    import errno
+
+    refused = _refuse_directory_fsync(monkeypatch, errno.EINVAL)
+    save_checkpoint(tmp_path, 1, _tensors(1), {"step": "1"})
+    path = save_checkpoint(tmp_path, 2, _tensors(2), {"step": "2"})
+    assert refused, "the directory fsync was not attempted"
+    assert checkpoint.load_latest(tmp_path, warn=pytest.fail).path == path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", *(checkpoint.checkpoint_name(s)
+                                                                          for s in (1, 2))]
+
+
+def test_a_real_io_error_on_the_directory_fsync_still_fails_the_write(tmp_path, monkeypatch):
+    import errno
+
+    _refuse_directory_fsync(monkeypatch, errno.EIO)
+    with pytest.raises(OSError, match="Input/output error"):
+        checkpoint.atomic_write(tmp_path / "x.json", b"{}")
+
+
 def test_failed_save_keeps_pointer_and_older_checkpoints(tmp_path, monkeypatch):
     for step in (1, 2):
         save_checkpoint(tmp_path, step, _tensors(step), {"step": str(step)})

@@ -143,3 +143,17 @@ def test_data_without_names_downloads_both_datasets(monkeypatch, capsys, tmp_pat
     assert main(["data", "cifar10"]) == 0 and asked[-1] == "cifar10"
     assert main(["data", "mnsit"]) == 2
     assert capsys.readouterr().err == "error: ddpm-hpc data: unknown dataset 'mnsit'; choose from mnist, cifar10\n"
+
+
+def test_make_setup_refuses_a_python_older_than_3_10_in_one_line(tmp_path):
+    """The login node's python3 may be older than the toolkit needs: make setup says so before creating anything.
+    The old interpreter is a stand-in script answering like Python 3.9 (this machine has no such interpreter)."""
+    fake = tmp_path / "python3.9"
+    fake.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "Python 3.9.18" && exit 0\nexit 1\n')
+    fake.chmod(0o755)
+    venv = tmp_path / "venv"
+    proc = subprocess.run(["make", "-s", "setup", f"VENV={venv}", f"PYTHON={fake}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stdout.startswith("error: ddpm-hpc needs Python >= 3.10;") and "Python 3.9.18" in proc.stdout
+    assert not venv.exists()

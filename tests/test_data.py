@@ -247,6 +247,20 @@ def test_sampler_straddles_epochs():
     assert s.indices(0).dtype == torch.int64 and s.indices(0).device.type == "cpu"
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU: the indices kept on the GPU"))])
+def test_sampler_indices_on_the_training_device_are_the_cpu_path_indices(device):
+    """The trainer asks for the indices on the dataset's device (the epoch permutation is kept there): they are exactly
+    the CPU path's, for every rank's share, across epoch boundaries, in any order of asking (resume)."""
+    on_device, on_cpu = BatchSampler(10, 4, seed=7), BatchSampler(10, 4, seed=7)
+    for step in [*range(9), 3, 0, 25]:  # straddles epochs; then steps asked again out of order, as after a resume
+        for rank, world in ((0, 1), (0, 2), (1, 2)):
+            idx = on_device.indices(step, rank, world, device=device)
+            assert idx.device.type == device and idx.dtype == torch.int64
+            assert torch.equal(idx.cpu(), on_cpu.indices(step, rank, world))
+    assert torch.equal(on_device.indices(2, device=device).cpu(), on_device.indices(2))  # both devices cached
+
+
 def test_sampler_larger_batch_than_dataset():
     batch = BatchSampler(3, 8, seed=1).indices(0)
     assert len(batch) == 8 and sorted(batch[:3].tolist()) == [0, 1, 2]

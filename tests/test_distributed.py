@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ import torch
 from _train_helpers import TINY, roots
 
 STEPS = 6
-STOP_AT = 3
+SIGNAL_AT = 2  # rank 1 gets SIGUSR2 after this step
+STEP_DELAY = 0.25  # seconds per step on every rank in the signal test: the ranks then compare flags every <= 4 steps
 # Measured max |difference| after 6 steps: 2.9e-6 (over weights, EMA, Adam moments, losses); lr=1e-3 per step.
 ATOL, RTOL = 5e-5, 1e-4
 CONFIG = {**TINY, "data": {**TINY["data"], "batch_size": 8},
@@ -62,7 +64,9 @@ def _rank_main(rank: int, world: int, port: int, root: str, exp_json: str, stop_
     from ddpm_hpc.trainer import train
 
     def signal_once(run):  # SIGUSR2 reaches this rank only: every rank must still stop at the same step
-        if rank == stop_rank and run.step == STOP_AT:
+        if stop_rank >= 0:
+            time.sleep(STEP_DELAY)
+        if rank == stop_rank and run.step == SIGNAL_AT:
             os.kill(os.getpid(), signal.SIGUSR2)
 
     with roots(Path(root)):
@@ -127,14 +131,18 @@ def test_two_ranks_train_the_same_weights_as_one_process(tmp_path, one_rank):
 
 
 def test_a_signal_on_one_rank_stops_all_and_one_rank_resumes_the_checkpoint(tmp_path, one_rank):
+    """The ranks compare stop flags only every few steps (ddpm_hpc/cadence.py: about once a second, so with
+    STEP_DELAY every <= 4 steps): both stop at the same step, the first comparison after the signal, and save it."""
     outcomes = train_ranks(tmp_path, 2, _experiment(), stop_rank=1)
-    assert outcomes == [{"status": "interrupted", "step": STOP_AT}] * 2  # both ranks stopped at the same step
+    stopped_at = outcomes[0]["step"]
+    assert outcomes == [{"status": "interrupted", "step": stopped_at}] * 2  # both ranks stopped at the same step
+    assert SIGNAL_AT <= stopped_at < STEPS
     saved = final_tensors(tmp_path)
-    assert int(saved["data.next_step"]) == STOP_AT
+    assert int(saved["data.next_step"]) == stopped_at
     from ddpm_hpc.trainer import train
 
     with roots(tmp_path):  # the same experiment with 1 process: continues the same global batches
         outcome = train(_experiment(), log_fn=lambda *_: None)
     assert (outcome.status, outcome.step) == ("finished", STEPS)
     worst = compare(final_tensors(tmp_path), one_rank)
-    print(f"2 ranks to step {STOP_AT}, then 1 process to {STEPS}, vs 1 process: max |diff| {worst:.2e}")
+    print(f"2 ranks to step {stopped_at}, then 1 process to {STEPS}, vs 1 process: max |diff| {worst:.2e}")

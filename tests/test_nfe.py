@@ -27,7 +27,7 @@ def _exp(objective: str, sampler: str, steps: int, guidance: float, conditioning
     return build_experiment("nfe", {
         "data": {"dataset": "digits"}, "model": {"arch": "unet", "conditioning": conditioning},
         "diffusion": {"objective": objective, "T": 40},
-        "train": {"label_dropout": 0.1 if conditioning != "none" else 0.0},  # guidance needs a model that saw "no class"
+        "train": {"label_dropout": 0.1 if conditioning != "none" else 0.0},  # guidance: a model that saw "no class"
         "sample": {"sampler": sampler, "steps": steps, "guidance": guidance, "batch_size": 4}}, "test")
 
 

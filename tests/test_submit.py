@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,37 @@ def test_refused_submission_leaves_nothing_behind(roots, capsys, monkeypatch, br
     assert cli_main(["submit", "tiny"]) == 2
     assert capsys.readouterr().err == message + "\n"
     assert files(roots / "experiments") == {"tiny.yaml", "_cluster.yaml"}  # no snapshot, pickles or empty folders
+
+
+def _printed_scripts(out: str) -> list[str]:
+    """The scripts a dry run printed: the text after each ``# ---- title`` line, up to the next one."""
+    parts = re.split(r"^# ---- .*\n", out, flags=re.M)[1:]
+    return [part if part.endswith("\n") else part + "\n" for part in parts]
+
+
+def test_dry_run_prints_exactly_the_scripts_a_submission_writes_and_writes_nothing(roots, capsys, monkeypatch):
+    """``submit --dry-run`` submits nothing and creates nothing (no experiment folder, no submitit folder), with or
+    without SLURM; its scripts are byte for byte the ones the real submission hands to sbatch (the sampling job's
+    dependency names the training job's id once it has one)."""
+    before, path = files(roots), os.environ["PATH"]
+    monkeypatch.setenv("PATH", str(roots / "empty"))  # no SLURM commands at all, not even the fakes
+    assert cli_main(["submit", "tiny", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing is submitted" in out and "skipped" in out
+    monkeypatch.setenv("PATH", path)
+    assert cli_main(["submit", "tiny", "--dry-run"]) == 0  # with (fake) SLURM: the live-job check runs, still no job
+    assert capsys.readouterr().out.split("\n", 1)[1] == out.split("\n", 2)[2]  # same scripts; no "skipped" line
+    assert files(roots) == before
+    assert not (roots / "bin" / "sbatch.n").exists()  # sbatch never ran
+    train, sample = _printed_scripts(out)
+    assert "#SBATCH --signal=USR2@30\n" in train and "#SBATCH --dependency=afterok:TRAINING_JOB_ID\n" in sample
+    assert cli_main(["submit", "tiny"]) == 0
+    logs = roots / "experiments" / "tiny" / "logs"
+    assert (logs / "4242_submission.sh").read_text() == train
+    assert (logs / "4243_submission.sh").read_text() == sample.replace("TRAINING_JOB_ID", "4242")
+    assert cli_main(["submit-sample", "tiny", "sample.steps=3", "--dry-run"]) == 0
+    (script,) = _printed_scripts(capsys.readouterr().out)
+    assert "#SBATCH --job-name=ddpm-tiny-sample\n" in script and "--dependency" not in script  # squeue: no live jobs
 
 
 def test_refused_submission_keeps_the_last_submission(roots, capsys):

@@ -15,7 +15,9 @@ import json
 import os
 import pickle
 import re
+import shlex
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +112,46 @@ def test_sbatch_script_for_several_gpus_and_nodes(tmp_path, monkeypatch):
     cpu = _experiment("cpu", ["slurm.tasks_per_node=2"], LOCAL_CLUSTER, tmp_path)
     script = sbatch_script(cpu, "train", tmp_path / "logs")
     assert "#SBATCH --ntasks-per-node=2\n" in script and "gpu" not in script and world_size(cpu) == 2
+
+
+# Run in a fresh Python with SUBMITIT_PREEMPT_SIGNAL=USR1 (submitit reads it once, at import): the sbatch script the
+# executor renders, then, in a shell that runs that script's setup lines (as sbatch would before srun), the handler
+# submitit's job entry point installs (JobEnvironment._handle_signals, what submitit.core._submit calls).
+_RENDER = """
+import sys
+from jobs.executor import sbatch_script
+from ddpm_hpc.config import load_experiment
+sys.stdout.write(sbatch_script(load_experiment("pin"), "train", __import__("pathlib").Path(sys.argv[1])))
+"""
+_HANDLER = """
+import signal, submitit
+from submitit.core.utils import DelayedSubmission, JobPaths
+from submitit.slurm.slurm import SlurmJobEnvironment
+SlurmJobEnvironment()._handle_signals(JobPaths("logs", job_id="1"), DelayedSubmission(print))
+def owner(sig):
+    handler = signal.getsignal(sig)
+    return "default" if handler == signal.SIG_DFL else getattr(handler, "__name__", repr(handler))
+print(owner(signal.SIGUSR2), owner(signal.SIGUSR1))
+"""
+
+
+def test_preemption_signal_is_usr2_whatever_submitit_preempt_signal_says(tmp_path):
+    """A user (or another tool's setup) exported SUBMITIT_PREEMPT_SIGNAL=USR1 on the login node: the script still asks
+    Slurm for USR2 (what the trainer catches) and the job's submitit handler is installed for USR2, not USR1."""
+    pytest.importorskip("submitit")
+    (tmp_path / "pin.yaml").write_text(TINY)
+    (tmp_path / "_cluster.yaml").write_text(LOCAL_CLUSTER.replace("setup: []", "setup: [echo ready]"))
+    env = {**os.environ, "SUBMITIT_PREEMPT_SIGNAL": "USR1", "DDPM_HPC_EXPERIMENTS": str(tmp_path),
+           "PYTHONPATH": str(REPO)}
+    env.pop("DDPM_HPC_CLUSTER_CONFIG", None)
+    script = subprocess.run([sys.executable, "-c", _RENDER, str(tmp_path / "logs")], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, check=True).stdout
+    assert "#SBATCH --signal=USR2@30\n" in script and "USR1" not in script
+    setup = script.split("# setup\n", 1)[1].split("\n\n# command", 1)[0]
+    assert setup.splitlines() == ["echo ready", "export SUBMITIT_PREEMPT_SIGNAL=USR2"]  # the pin comes last
+    shell = f"{setup}\nexec {shlex.quote(sys.executable)} -c {shlex.quote(_HANDLER)}"
+    out = subprocess.run(["bash", "-c", shell], env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["ready", "checkpoint_and_try_requeue", "default"], out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("overrides, message", [
