@@ -14,7 +14,7 @@ from .figures import forward_process_figure, loss_plot
 from .logging_utils import log
 from .report import refresh as refresh_report
 from .sampling import sample_experiment
-from .trainer import Run, TrainOutcome, train
+from .trainer import Run, StopFlag, TrainOutcome, train
 
 
 def refresh_loss_plot(exp: Experiment) -> Path | None:
@@ -93,12 +93,17 @@ def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, 
     finally:
         if tb:
             tb.close()
-    if ctx.is_main and outcome.status == "finished" and "run" in holder:
-        log_fn(f"wrote {write_forward_figure(holder['run'])}")
-        refresh()  # again: forward_process.png is written after the last checkpoint
-        log_fn(f"wrote {paths.experiment_dir(exp.name) / 'loss.png'}")
-    elif ctx.is_main and holder["stale"]:  # interrupted: the page shows the step it stopped at
-        refresh()
+    # Training has saved what it had: a stop signal from here on (e.g. a time-limit warning while the figures are
+    # drawn) finds nothing to save, so it must not interrupt the figures or make a finished job requeue itself.
+    with StopFlag() as late:
+        if ctx.is_main and outcome.status == "finished" and "run" in holder:
+            log_fn(f"wrote {write_forward_figure(holder['run'])}")
+            refresh()  # again: forward_process.png is written after the last checkpoint
+            log_fn(f"wrote {paths.experiment_dir(exp.name) / 'loss.png'}")
+        elif ctx.is_main and holder["stale"]:  # interrupted: the page shows the step it stopped at
+            refresh()
+    if late.received:
+        log_fn(f"{late.received} received after training {outcome.status} at step {outcome.step}: nothing left to save")
     return outcome
 
 

@@ -131,6 +131,43 @@ def test_the_report_is_refreshed_at_a_bounded_rate_and_at_the_end(tmp_path, monk
     assert seen == refreshes
 
 
+def test_a_stop_signal_after_training_neither_interrupts_the_figures_nor_reaches_the_job(tmp_path, monkeypatch):
+    """A time-limit warning (real SIGUSR2) that arrives while a finished run draws its figures: the figures are
+    finished and the signal never reaches the handler the caller installed (in a SLURM job: submitit's, which would
+    requeue the finished job)."""
+    import json
+    import os
+    import signal
+
+    from _train_helpers import TINY, roots
+    from ddpm_hpc import pipeline
+    from ddpm_hpc.config import build_experiment
+
+    raw = json.loads(json.dumps(TINY))
+    raw["model"]["channels"] = [4, 4, 4, 4, 4]
+    raw["train"].update(steps=2, checkpoint_every=2, ema_decay=0.0)
+    exp = build_experiment("tiny", raw, "test")
+    drawn, reached, said = [], [], []
+
+    def forward_figure(run):
+        os.kill(os.getpid(), signal.SIGUSR2)  # delivered at once: the next bytecode runs the Python handler
+        drawn.append(run.step)
+        return "forward_process.png"
+
+    monkeypatch.setattr(pipeline, "refresh_report", lambda name, log_fn=None: None)
+    monkeypatch.setattr(pipeline, "refresh_loss_plot", lambda exp: None)
+    monkeypatch.setattr(pipeline, "write_forward_figure", forward_figure)
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: reached.append(signum))
+    try:
+        with roots(tmp_path):
+            outcome = pipeline.run_training(exp, log_fn=said.append)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert outcome.status == "finished" and drawn == [2]
+    assert reached == []
+    assert "SIGUSR2 received after training finished at step 2: nothing left to save" in said
+
+
 def test_save_overhead_at_a_cadence():
     """1 s saves every 10 min of 5 ms steps (a GPU, by time): 1/601; every 1,000 steps instead: a save every 5 s."""
     gpu = cadence.save_overhead(0.005, 1.0, 0.0, 0, 10, 5)
