@@ -218,7 +218,7 @@ def test_datasets_present(exps, tmp_path):
 
 def test_doctor_without_slurm_or_gpu_says_so_and_exits_0(exps, tmp_path, monkeypatch, capsys):
     """PATH holds no SLURM command (an empty folder); this machine has no GPU."""
-    from ddpm_hpc.cli import main
+    from jobs.cli import main
 
     empty = tmp_path / "bin"
     empty.mkdir()
@@ -236,7 +236,7 @@ def test_doctor_without_slurm_or_gpu_says_so_and_exits_0(exps, tmp_path, monkeyp
 
 
 def test_doctor_exits_1_on_a_problem(exps, tmp_path, monkeypatch, capsys):
-    from ddpm_hpc.cli import main
+    from jobs.cli import main
 
     monkeypatch.setenv("PATH", str(tmp_path))
     assert main(["doctor", "data.dataset=cifar10"]) == 1  # an override alone: the default experiment
