@@ -13,7 +13,8 @@ import pytest
 
 from ddpm_hpc.devices import runs_on
 from jobs import doctor_fit, doctor_host
-from jobs.doctor_slurm import ClusterFacts, Gres, parse_config, parse_gres, parse_partitions, parse_sinfo, slurm_minutes
+from jobs.doctor_slurm import ClusterFacts, parse_config, parse_sinfo
+from jobs.partition import Gres, parse_gres, parse_partitions, slurm_minutes
 
 REPO = Path(__file__).resolve().parents[1]
 # `scontrol show partition` on the local cluster (captured 2026-12-03, verbatim)
