@@ -1,5 +1,6 @@
-"""The ``ddpm-hpc`` command line. The SLURM commands (submit, status, ...) live in the ``jobs`` package and add
-themselves to it when that package is importable (a repository checkout)."""
+"""The core's command line: train, sample, eval, report, ... here, in this process. The ``ddpm-hpc`` command is
+composed one level up (``jobs/cli.py``), which adds the SLURM commands (submit, status, ...) as extensions: this
+package never imports ``jobs``. ``python -m ddpm_hpc`` runs the core's commands alone."""
 
 from __future__ import annotations
 
@@ -198,7 +199,9 @@ def cmd_list(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extensions=()) -> argparse.ArgumentParser:
+    """The parser of the core's commands plus those each of ``extensions`` adds: ``register(sub, with_experiment)``
+    with the subparsers and the helper that gives a command the experiment argument."""
     parser = Parser(prog="ddpm-hpc", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -246,26 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: fid, else classifier_fd, else loss: the first every member has)")
     p.add_argument("--title", help="the page's title")
     p.set_defaults(func=cmd_compare)
-    for register in _extensions():
+    for register in extensions:
         register(sub, with_experiment)
     return parser
 
 
-def _extensions():
-    """Subcommands contributed by other packages (``jobs`` for SLURM, metrics, ...)."""
-    out = []
-    try:
-        from jobs.cli import register  # the cluster side, present in a repo checkout
-        out.append(register)
-    except ImportError as exc:
-        if getattr(exc, "name", "") not in ("jobs", "jobs.cli"):
-            raise
-    return out
-
-
-def main(argv=None) -> int:
+def main(argv=None, extensions=()) -> int:
     survive_closed_stdout()
-    parser = build_parser()
+    parser = build_parser(extensions)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

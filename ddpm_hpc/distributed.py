@@ -35,14 +35,6 @@ class DistContext:
     def enabled(self) -> bool:
         return self.world_size > 1
 
-    def any(self, flag: bool, device) -> bool:
-        """True on every rank if any rank's flag is set (so all ranks stop at the same step)."""
-        return self.any_each((flag,), device)[0]
-
-    def any_each(self, flags, device) -> tuple[bool, ...]:
-        """Element-wise :meth:`any` of several flags, in one all-reduce."""
-        return tuple(v > 0 for v in self.max_each([1.0 if f else 0.0 for f in flags], device))
-
     def max_each(self, values, device) -> tuple[float, ...]:
         """Element-wise maximum over the ranks of several numbers, in one all-reduce (and one host sync: call it every
         few steps, not every step). Alone: the numbers themselves, no sync."""

@@ -1,8 +1,14 @@
-"""``ddpm-hpc submit | submit-sample | submit-eval | submit-eval-sweep | submit-classifier | status | logs | cancel |
-doctor | sweep``: registered into ddpm_hpc.cli when this package is importable (a repo checkout). Imports stay
-inside the commands so ``ddpm-hpc --help`` stays fast."""
+"""The ``ddpm-hpc`` command (``main``, its console script): the core's commands (ddpm_hpc/cli.py) plus the SLURM
+ones, ``submit | submit-sample | submit-eval | submit-eval-sweep | submit-classifier | status | logs | cancel | doctor |
+sweep``. Imports stay inside the commands so ``ddpm-hpc --help`` stays fast."""
 
 from __future__ import annotations
+
+
+def main(argv=None) -> int:
+    from ddpm_hpc.cli import main as core_main
+
+    return core_main(argv, extensions=(register,))
 
 
 def cmd_submit(args) -> int:

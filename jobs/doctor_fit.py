@@ -9,8 +9,9 @@ import difflib
 from ddpm_hpc.config import Experiment
 
 from .doctor_report import Check, ok, problem, warning
-from .doctor_slurm import ClusterFacts, NodeGroup, parse_gres, slurm_minutes
+from .doctor_slurm import ClusterFacts, NodeGroup
 from .executor import _gres_count, gpus_per_node, tasks_per_node
+from .partition import parse_gres, slurm_minutes
 
 # GPU generations by the gres type names sites use (NCC: pascal, turing, ampere), as compute capabilities.
 GRES_TYPE_CAPABILITIES = {

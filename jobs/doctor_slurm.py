@@ -3,7 +3,8 @@
 experiment's ``slurm:`` settings against them).
 
 The parsers are pure functions of the commands' text, tested on text captured from a real cluster
-(tests/test_doctor.py); :func:`gather` runs the commands.
+(tests/test_doctor.py); those of partitions, durations and gres are :mod:`jobs.partition`'s, which ``make submit``
+checks a request with. :func:`gather` runs the commands.
 """
 
 from __future__ import annotations
@@ -11,21 +12,14 @@ from __future__ import annotations
 import getpass
 import grp
 import os
-import re
 from dataclasses import asdict, dataclass, field
 
 from . import slurm
+from .partition import Gres, parse_gres, parse_partitions
 
 # The parts of `scontrol show config` that matter to these jobs (kept in the JSON file).
 CONFIG_KEYS = ("SLURM_VERSION", "ClusterName", "Preempt", "SlurmctldParameters", "JobRequeue", "MaxBatchRequeue",
                "KillWait", "ProctrackType", "TaskPlugin", "MinJobAge", "SelectType", "GresTypes", "AccountingStorage")
-
-
-@dataclass(frozen=True)
-class Gres:
-    name: str  # "gpu"
-    type: str | None  # "ampere", or None when untyped
-    count: int  # per node
 
 
 @dataclass
@@ -55,66 +49,6 @@ class ClusterFacts:
 
 
 # -- parsers --------------------------------------------------------------------------------------------------------
-def parse_partitions(text: str) -> dict[str, dict[str, str]]:
-    """``scontrol show partition`` (multi-line or ``-o``): {name: {key: value}}."""
-    parts: dict[str, dict[str, str]] = {}
-    current: dict[str, str] | None = None
-    for token in text.split():
-        key, sep, value = token.partition("=")
-        if not sep:
-            continue
-        if key == "PartitionName":
-            current = parts.setdefault(value, {})
-        if current is not None:
-            current[key] = value
-    return parts
-
-
-def slurm_minutes(value: str) -> float | None:
-    """A SLURM time (``UNLIMITED``, ``30``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) in minutes; None when
-    unlimited. Raises ValueError for anything else."""
-    value = value.strip()
-    if value.upper() in ("UNLIMITED", "INFINITE", "NONE", ""):
-        return None
-    days, _, rest = value.rpartition("-")
-    fields = [int(f) for f in rest.split(":")]
-    if days:
-        h, m, s = (fields + [0, 0])[:3]
-        return int(days) * 1440 + h * 60 + m + s / 60
-    if len(fields) == 1:
-        return float(fields[0])
-    if len(fields) == 2:
-        return fields[0] + fields[1] / 60
-    h, m, s = fields
-    return h * 60 + m + s / 60
-
-
-def _split_top(text: str) -> list[str]:
-    """Split at commas outside parentheses (``gpu:a:2(S:0-1),gpu:b:1``)."""
-    out, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += (ch == "(") - (ch == ")")
-        if ch == "," and depth == 0:
-            out.append(text[start:i])
-            start = i + 1
-    out.append(text[start:])
-    return [s.strip() for s in out if s.strip()]
-
-
-def parse_gres(text: str) -> list[Gres]:
-    """sinfo's %G (``gpu:pascal:4(S:0-1)``, ``gpu:1``, ``(null)``) -> [Gres]."""
-    out = []
-    for item in _split_top(text):
-        item = re.sub(r"\(.*\)$", "", item)  # socket/index annotation
-        if not item or item == "(null)":
-            continue
-        bits = item.split(":")
-        count = int(bits[-1]) if len(bits) > 1 and bits[-1].isdigit() else 1
-        names = bits[:-1] if len(bits) > 1 and bits[-1].isdigit() else bits
-        out.append(Gres(names[0], names[1] if len(names) > 1 else None, count))
-    return out
-
-
 def _number(text: str) -> int | None:
     """sinfo prints ``21694+`` when the nodes of a group differ (the smallest, plus)."""
     text = text.strip().rstrip("+")

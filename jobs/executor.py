@@ -26,6 +26,8 @@ from pathlib import Path
 from ddpm_hpc.config import Experiment
 from ddpm_hpc.errors import ConfigError
 
+from .partition import gres_entry
+
 # Slurm sends the --signal warning up to ~60 s before the requested time (its time-limit check is periodic), and a
 # job needs time to start and train before that: the warning may take at most half of the time limit.
 MIN_SIGNAL_DELAY_S = 10
@@ -38,10 +40,7 @@ _GRES_GPUS = re.compile(r"^gpu(?::[A-Za-z0-9_.-]+)?(?::(\d+))?$")
 
 def _gres_count(gres: str) -> int | None:
     """The GPU count of an NCC-style gres (``gpu``, ``gpu:2``, ``gpu:ampere:2``); None if it is not one."""
-    if not _GRES_GPUS.match(gres):
-        return None
-    parts = gres.split(":")
-    return int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
+    return gres_entry(gres).count if _GRES_GPUS.match(gres) else None
 
 
 def gpus_per_node(exp: Experiment) -> int:

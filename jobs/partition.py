@@ -4,11 +4,14 @@
 in both its layouts: the default one (a record per paragraph, continuation lines indented) and ``-o`` (a record per
 line). ``partition_limits`` turns one partition's record into plain numbers and lists; ``check_request`` compares a
 job's request with them (``make submit`` refuses in one line instead of leaving a job pending forever).
+These parsers (records, durations, gres) also serve ``make doctor`` (jobs/doctor_slurm.py).
 """
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 
 from .slurm import SlurmUnavailable, _run
 
@@ -40,11 +43,16 @@ def parse_scontrol_records(text: str) -> list[dict]:
     return records
 
 
-def parse_minutes(text: str) -> int | None:
-    """A Slurm duration (``MaxTime``, ``TimeLimit``) in whole minutes; None for UNLIMITED/INFINITE.
+def parse_partitions(text: str) -> dict[str, dict]:
+    """``scontrol show partition`` (either layout): each partition's record by its name."""
+    return {r["PartitionName"]: r for r in parse_scontrol_records(text) if r.get("PartitionName")}
+
+
+def slurm_minutes(text: str) -> float | None:
+    """A Slurm duration (``MaxTime``, ``TimeLimit``) in exact minutes (``5:30`` -> 5.5); None for UNLIMITED/INFINITE.
 
     Formats: ``minutes``, ``minutes:seconds``, ``hours:minutes:seconds``, ``days-hours[:minutes[:seconds]]``.
-    Seconds round up (a limit of 30 s still allows a 1-minute request to be refused correctly).
+    Raises ValueError for anything else.
     """
     text = text.strip()
     if text.upper() in UNLIMITED:
@@ -63,7 +71,14 @@ def parse_minutes(text: str) -> int | None:
             hours, (minutes, seconds) = 0, parts
         else:
             hours, minutes, seconds = parts[:3]
-    return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    return days * 1440 + hours * 60 + minutes + seconds / 60
+
+
+def parse_minutes(text: str) -> int | None:
+    """The same duration in whole minutes, seconds rounded up (a limit of 30 s still allows a 1-minute request to be
+    refused correctly)."""
+    minutes = slurm_minutes(text)
+    return None if minutes is None else math.ceil(minutes)
 
 
 def _limit(value: str | None) -> int | None:
@@ -124,20 +139,33 @@ def parse_sinfo_gres(text: str) -> list[str]:
     return entries
 
 
+@dataclass(frozen=True)
+class Gres:
+    name: str  # "gpu"
+    type: str | None  # "ampere", or None when untyped
+    count: int  # per node
+
+
+def gres_entry(item: str) -> Gres:
+    """One gres entry, offered or requested (``gpu``, ``gpu:2``, ``gpu:ampere``, ``gpu:ampere:4``); count 1 when it
+    gives none."""
+    bits = item.split(":")
+    counted = len(bits) > 1 and bits[-1].isdigit()
+    names = bits[:-1] if counted else bits
+    return Gres(names[0], names[1] if len(names) > 1 else None, int(bits[-1]) if counted else 1)
+
+
+def parse_gres(text: str) -> list[Gres]:
+    """sinfo's %G (``gpu:pascal:4(S:0-1)``, ``gpu:1``, ``(null)``) -> [Gres]."""
+    return [gres_entry(item) for item in parse_sinfo_gres(text)]
+
+
 def gres_available(request: str, offered: list[str]) -> bool:
     """Whether a gres request (``gpu``, ``gpu:2``, ``gpu:ampere:1``) names a resource (and type) the nodes offer.
     The count is not compared: a node's count is a per-node maximum the scheduler checks itself."""
-    want = request.split(":")
-    want_name = want[0]
-    want_type = want[1] if len(want) > 2 or (len(want) == 2 and not want[1].isdigit()) else None
-    for item in offered:
-        have = item.split(":")
-        if have[0] != want_name:
-            continue
-        have_type = have[1] if len(have) > 2 or (len(have) == 2 and not have[1].isdigit()) else None
-        if want_type is None or want_type == have_type:
-            return True
-    return False
+    want = gres_entry(request)
+    return any(have.name == want.name and (want.type is None or want.type == have.type)
+               for have in map(gres_entry, offered))
 
 
 def _mem_mb(text: str | None) -> int | None:
@@ -190,20 +218,15 @@ def request_problem(params: dict, limits: dict, keys: dict[str, str]) -> str | N
             return (f"{keys.get('gres', 'slurm.gres')}={gres}: the nodes of partition {p} offer "
                     f"{', '.join(offered) if offered else 'no gres at all'} (sinfo -p {p} -o %G); change slurm.gres "
                     f"(a type they have), or set slurm.gres=null slurm.gpus_per_node=0 on a partition without GPUs")
-        count, most_gpus = _gres_count(gres), max_gres_count(gres, offered)
+        count, most_gpus = gres_entry(gres).count, max_gres_count(gres, offered)
         if most_gpus is not None and count > most_gpus:
             return (f"{keys.get('gres', 'slurm.gres')}={gres} asks for {count} per node, but the nodes of partition "
                     f"{p} have at most {most_gpus} (sinfo -p {p} -o %G); lower slurm.gpus_per_node")
     return None
 
 
-def _gres_count(gres: str) -> int:
-    parts = gres.split(":")
-    return int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
-
-
 def max_gres_count(request: str, offered: list[str]) -> int | None:
     """The most of ``request``'s resource (and type) one node offers, or None if no entry gives a count."""
-    counts = [_gres_count(item) for item in offered
+    counts = [gres_entry(item).count for item in offered
               if gres_available(request, [item]) and item.split(":")[-1].isdigit()]
     return max(counts) if counts else None

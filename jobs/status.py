@@ -12,12 +12,11 @@ from ddpm_hpc import paths
 from ddpm_hpc.checkpoint import newest_file, step_of
 from ddpm_hpc.errors import UserError
 from ddpm_hpc.logging_utils import format_seconds
-# a job's state from its last event, and the states that mean it failed, as the report has them
-from ddpm_hpc.report.experiment_state import EVENT_STATES, FAILED_JOB_STATES
 
 from . import pending, registry, slurm
+from .job_state import FAILED_STATES, decide
 
-FAILURES = tuple(FAILED_JOB_STATES)  # for str.startswith
+FAILURES = tuple(FAILED_STATES)  # for str.startswith
 NEVER_STARTED = ("", "None", "Unknown")  # sacct's Start of a run that has not begun
 ONE_PROCESS_KINDS = ("sample", "eval", "eval-sweep", "classifier")  # shown after training: the newest of each
 
@@ -95,9 +94,12 @@ def job_view(name: str, entry: dict, queue: dict | None, acct: dict | None) -> J
     if events and events[-1].get("event") == "start":
         view.run_start = int(events[-1].get("step") or 0)
     requeued = False  # pending again after a run: its next run is a restart (SLURM holds it back a while: BeginTime)
-    if queue is not None and job_id in queue:
+    view.live = queue is not None and job_id in queue
+    scheduler = queue[job_id].state if view.live else rows[-1].state if rows else None
+    decided = decide(entry, events[-1] if events else None, scheduler, "squeue" if view.live else "sacct")
+    view.state = decided[0] if decided else "UNKNOWN"
+    if view.live:
         q = queue[job_id]
-        view.state, view.live = q.state, True
         reason = "" if q.state == "RUNNING" or q.reason == "None" else q.reason
         if q.state == "PENDING":  # a reason that waiting does not clear: say so, and what to change
             reason = pending.explain_pending(job_id, q.reason, name) or reason
@@ -105,12 +107,6 @@ def job_view(name: str, entry: dict, queue: dict | None, acct: dict | None) -> J
         if requeued:
             reason = ", ".join(filter(None, ("requeued", "restarts shortly" if reason == "BeginTime" else reason)))
         view.detail = reason
-    elif rows:
-        view.state = rows[-1].state.split()[0]  # "CANCELLED by 0" -> CANCELLED
-    elif entry.get("cancelled_at"):
-        view.state = "CANCELLED"
-    elif events:
-        view.state = EVENT_STATES.get(events[-1].get("event"), "UNKNOWN")
     if view.state == "CANCELLED" and entry.get("cancelled_at"):
         when = str(entry["cancelled_at"])[:16].replace("T", " ")
         view.detail = f"{entry.get('cancelled_by') or 'cancelled'} at {when}"

@@ -24,9 +24,10 @@ from .executor import check_slurm_config, make_executor, sbatch_parameters, sbat
 from .tasks import STEP_DELAY_VAR, SampleJob, TrainJob, current_roots
 
 
-def live_jobs(name: str) -> list[dict]:
-    """Registered jobs of ``name`` that squeue still lists as pending/running/requeued (raises SlurmUnavailable)."""
-    queue = slurm.squeue_mine()
+def live_jobs(name: str, queue: dict | None = None) -> list[dict]:
+    """Registered jobs of ``name`` that squeue (``queue``: slurm.squeue_mine(), asked here when None) still lists as
+    pending/running/requeued, with their state (raises SlurmUnavailable)."""
+    queue = slurm.squeue_mine() if queue is None else queue
     return [dict(j, state=queue[str(j["job_id"])].state) for j in registry.load(name) if str(j["job_id"]) in queue]
 
 

@@ -23,8 +23,8 @@ from ddpm_hpc.sweep_members import Prepared, member_names, prepare, write, write
 
 from . import registry, slurm
 from .executor import check_slurm_config, sbatch_parameters, world_size
-from .submit import (_cancel, _display, _entry, _require_slurm, _step_delay, check_checkpoint_matches, submit_with,
-                     warn_missing_data, write_snapshot)
+from .submit import (_cancel, _display, _entry, _require_slurm, _step_delay, check_checkpoint_matches, live_jobs,
+                     submit_with, warn_missing_data, write_snapshot)
 from .sweep_tasks import EvalJob, SweepSampleJob
 from .tasks import TrainJob, current_roots
 
@@ -61,8 +61,7 @@ def live_by_member(names: list[str]) -> dict[str, list[dict]]:
         raise UserError(f"cannot check for live jobs: {exc}") from None
     out = {}
     for name in names:
-        live = [dict(j, state=queue[str(j["job_id"])].state) for j in registry.load(name)
-                if str(j["job_id"]) in queue]
+        live = live_jobs(name, queue)
         if live:
             out[name] = live
     return out

@@ -152,10 +152,11 @@ if [ "$total_files" -eq 0 ]; then
     echo "pull: already up to date"
 fi
 
-# Refresh the local list of experiments (experiments/index.html) so it includes what was just pulled.
+# Refresh the local list of experiments (experiments/index.html) so it includes what was just pulled. Importing jobs
+# gives the page its job states (from jobs.json, the jobs' events and what the cluster's pages saw).
 PY="${PYTHON_BIN:-$REPO/.venv/bin/python}"
 if [ -x "$PY" ]; then
-    "$PY" -c 'from ddpm_hpc.report import render_index; print("pull: wrote", render_index())' 2>/dev/null ||
+    "$PY" -c 'import jobs; from ddpm_hpc.report import render_index; print("pull: wrote", render_index())' 2>/dev/null ||
         echo "pull: note: could not refresh $L_EXP/index.html (ddpm-hpc report all does it)"
 fi
 if [ "$EXP" = all ]; then

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ddpm_hpc.cli import main
+from jobs.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml") if not p.stem.startswith("_"))
@@ -19,7 +19,7 @@ PRESETS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml") if not p.
 def run_cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DDPM_HPC_")}
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "ddpm_hpc", *args], cwd=REPO, env=environment,
+    return subprocess.run([sys.executable, "-m", "jobs", *args], cwd=REPO, env=environment,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from ddpm_hpc.cli import main as cli_main
+from jobs.cli import main as cli_main
 from ddpm_hpc.config import build_experiment
 from ddpm_hpc.report import compare
 from test_report import chromium, image_status, needs_chromium, parse

@@ -366,7 +366,7 @@ def test_missing_cluster_defaults_file_is_an_error(root, monkeypatch, tmp_path):
 
 
 def test_missing_experiments_folder_is_an_error(root, monkeypatch, tmp_path, capsys):
-    from ddpm_hpc.cli import main
+    from jobs.cli import main
 
     monkeypatch.setenv("DDPM_HPC_EXPERIMENTS", str(tmp_path / "nonexist"))
     with pytest.raises(ConfigError, match="DDPM_HPC_EXPERIMENTS.*does not exist"):

@@ -13,7 +13,8 @@ import pytest
 
 from ddpm_hpc.devices import runs_on
 from jobs import doctor_fit, doctor_host
-from jobs.doctor_slurm import ClusterFacts, Gres, parse_config, parse_gres, parse_partitions, parse_sinfo, slurm_minutes
+from jobs.doctor_slurm import ClusterFacts, parse_config, parse_sinfo
+from jobs.partition import Gres, parse_gres, parse_partitions, slurm_minutes
 
 REPO = Path(__file__).resolve().parents[1]
 # `scontrol show partition` on the local cluster (captured 2026-12-03, verbatim)
@@ -218,7 +219,7 @@ def test_datasets_present(exps, tmp_path):
 
 def test_doctor_without_slurm_or_gpu_says_so_and_exits_0(exps, tmp_path, monkeypatch, capsys):
     """PATH holds no SLURM command (an empty folder); this machine has no GPU."""
-    from ddpm_hpc.cli import main
+    from jobs.cli import main
 
     empty = tmp_path / "bin"
     empty.mkdir()
@@ -236,7 +237,7 @@ def test_doctor_without_slurm_or_gpu_says_so_and_exits_0(exps, tmp_path, monkeyp
 
 
 def test_doctor_exits_1_on_a_problem(exps, tmp_path, monkeypatch, capsys):
-    from ddpm_hpc.cli import main
+    from jobs.cli import main
 
     monkeypatch.setenv("PATH", str(tmp_path))
     assert main(["doctor", "data.dataset=cifar10"]) == 1  # an override alone: the default experiment

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from ddpm_hpc.cli import main
+from jobs.cli import main
 from ddpm_hpc.config import load_experiment
 
 REPO_EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"

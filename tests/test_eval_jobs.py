@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ddpm_hpc.cli import main as cli_main
+from jobs.cli import main as cli_main
 from ddpm_hpc.config import load_experiment
 
 from test_submit import checkpoints_without_pointer, fake, roots  # noqa: F401 - roots is a fixture

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from ddpm_hpc.cli import main
+from jobs.cli import main
 from ddpm_hpc.metrics import classifier
 
 from test_report import image_status, needs_chromium, parse

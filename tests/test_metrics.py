@@ -182,7 +182,7 @@ def test_classifier_scores_real_digits_high_and_noise_at_chance(digits_classifie
 def test_classifier_is_not_replaced_without_force(digits_classifier, tmp_path, monkeypatch, capsys):
     """Retraining changes the weights' SHA-256, so earlier classifier FDs would no longer compare: refused, and the
     file kept, unless --force."""
-    from ddpm_hpc.cli import main
+    from jobs.cli import main
 
     monkeypatch.setenv("DDPM_HPC_CHECKPOINTS", str(tmp_path))
     target = classifier.weights_path("digits")
@@ -235,7 +235,7 @@ FIELDS = {"experiment", "tag", "n", "checkpoint", "checkpoint_sha256", "step", "
 
 
 def test_eval_on_a_tiny_checkpoint_writes_all_fields(tmp_path, monkeypatch, digits_classifier):
-    from ddpm_hpc.cli import main
+    from jobs.cli import main
     from ddpm_hpc.config import load_experiment
     from ddpm_hpc.metrics import eval as ev
     from ddpm_hpc.trainer import train

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from ddpm_hpc import report
-from ddpm_hpc.cli import main as cli_main
+from jobs.cli import main as cli_main
 from ddpm_hpc.config import build_experiment
 
 CHROMIUM = Path("/usr/bin/chromium")

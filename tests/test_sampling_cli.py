@@ -8,7 +8,7 @@ import json
 import pytest
 from _train_helpers import roots, write_experiment
 
-from ddpm_hpc.cli import main
+from jobs.cli import main
 from ddpm_hpc.config import build_experiment, load_experiment
 from ddpm_hpc.sampling import sample_tag
 from ddpm_hpc.trainer import train

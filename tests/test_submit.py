@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from ddpm_hpc.checkpoint import save_checkpoint
-from ddpm_hpc.cli import main as cli_main
+from jobs.cli import main as cli_main
 from ddpm_hpc.config import load_experiment
 
 pytest.importorskip("submitit")

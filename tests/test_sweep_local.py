@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ddpm_hpc.cli import main
+from jobs.cli import main
 
 TINY = """\
 description: "tiny"

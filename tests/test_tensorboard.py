@@ -13,7 +13,7 @@ import yaml
 
 from _train_helpers import TINY, metrics_lines, roots
 from test_distributed import _free_port
-from ddpm_hpc.cli import main as cli_main
+from jobs.cli import main as cli_main
 from ddpm_hpc.config import build_experiment
 
 event_accumulator = pytest.importorskip(

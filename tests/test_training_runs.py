@@ -14,7 +14,7 @@ import torch
 
 from _train_helpers import EXP, TINY, ckpt_dir, metrics_lines, roots, start_cli, write_experiment
 from ddpm_hpc import devices, logging_utils, trainer
-from ddpm_hpc.cli import main
+from jobs.cli import main
 from ddpm_hpc.config import load_experiment
 from ddpm_hpc.distributed import DistContext
 from ddpm_hpc.errors import ConfigError, UserError

@@ -1,27 +1,22 @@
-"""Gathering an experiment's state from what its runs left on disk, ``sacct`` and the last ``report.json`` snapshot."""
+"""Gathering an experiment's state from what its runs left on disk, the job states ``jobs/`` decides (given as data,
+see ``ddpm_hpc/job_states.py``) and the last ``report.json`` snapshot."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 
 import yaml
 
-from .. import paths
+from .. import job_states, paths
 from ..checkpoint import newest_file, recorded_hashes, step_of
 
 SNAPSHOT = "report.json"
-SACCT_TIMEOUT_S = 5
 # A part-trained run is "in progress" while a job of it is alive, or (a run outside SLURM, with no jobs) while its
 # metrics file was written lately; otherwise "stopped", or "failed" when its last training job failed.
 SUBMITTED = "submitted_config.yaml"  # jobs/registry.py's snapshot of what make submit sent
-FAILED_JOB_STATES = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
-ACTIVE_JOB_STATES = {"SUBMITTED", "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
-                     "RESIZING", "SUSPENDED"}
 QUIET_AFTER_S = 15 * 60
 
 
@@ -66,40 +61,6 @@ def _config(name: str) -> dict:
         return {}
 
 
-def _sacct_states(job_ids: list[str]) -> dict[str, str]:
-    """Job states from SLURM accounting, when ``sacct`` is here (the cluster); {} otherwise."""
-    if not job_ids or shutil.which("sacct") is None:
-        return {}
-    try:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                             capture_output=True, text=True, timeout=SACCT_TIMEOUT_S, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    states = {}
-    for line in out.splitlines():
-        job, _, state = line.partition("|")
-        if job and state:
-            states[job.strip()] = state.strip().split()[0]
-    return states
-
-
-EVENT_STATES = {"start": "RUNNING", "finished": "COMPLETED", "requeued": "REQUEUED", "stopped": "STOPPED",
-                "failed": "FAILED"}
-
-
-def _events(name: str) -> dict[str, dict]:
-    """The last event per job id from ``logs/events.jsonl`` (appended by the jobs themselves)."""
-    last: dict[str, dict] = {}
-    for line in _read_lines(paths.experiment_dir(name) / "logs" / "events.jsonl"):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and event.get("job_id") is not None:
-            last[str(event["job_id"])] = event
-    return last
-
-
 def _read_lines(path: Path) -> list[str]:
     try:
         return path.read_text().splitlines()
@@ -108,8 +69,8 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def _jobs(name: str, previous: dict, live_states: bool = True) -> list[dict]:
-    """``jobs.json`` (written by ``jobs/`` at submission) with each job's state, from the best source here: sacct
-    (on the cluster), the entry itself (state, cancelled_at), the job's own events, or the last snapshot."""
+    """``jobs.json`` (written by ``jobs/`` at submission) with each job's state, as the registered job-state source
+    decides it (``live_states=False``: without asking the scheduler again, e.g. for the index)."""
     raw = _read_json(paths.experiment_dir(name) / "jobs.json", [])
     if isinstance(raw, dict):
         raw = raw.get("jobs", [])
@@ -118,32 +79,7 @@ def _jobs(name: str, previous: dict, live_states: bool = True) -> list[dict]:
     for j in jobs:
         j["job_id"] = str(j["job_id"])
         j["submitted"] = j.get("submitted") or j.get("submitted_at") or ""
-    if live_states:
-        live = _sacct_states([j["job_id"] for j in jobs])
-    else:  # the index: what the experiment's own page saw in sacct, without asking again
-        live = {str(j.get("job_id")): j.get("state") for j in previous.get("jobs", [])
-                if isinstance(j, dict) and j.get("state_source") == "sacct"}
-    events = _events(name)
-    before = {str(j.get("job_id")): j.get("state") for j in previous.get("jobs", []) if isinstance(j, dict)}
-    for j in jobs:
-        base = j["job_id"].split("_")[0]
-        state = live.get(j["job_id"]) or live.get(base)
-        event = events.get(j["job_id"]) or events.get(base)
-        if event and event.get("event") == "failed" and event.get("message"):
-            j["message"] = str(event["message"])
-        if state:
-            j["state"], j["state_source"] = state, "sacct"
-        elif j.get("state") or j.get("status"):
-            j["state"], j["state_source"] = j.get("state") or j.get("status"), "jobs.json"
-        elif j.get("cancelled_at"):
-            j["state"], j["state_source"] = "CANCELLED", f"cancelled {j['cancelled_at']}"
-        elif event and event.get("event") in EVENT_STATES:
-            j["state"] = EVENT_STATES[event["event"]]
-            j["state_source"] = f"job event {event.get('time', '')}".strip()
-        elif before.get(j["job_id"]):
-            j["state"], j["state_source"] = before[j["job_id"]], "last seen"
-        else:
-            j["state"], j["state_source"] = "unknown", "no sacct here, no events yet"
+    job_states.current().decide(name, jobs, previous.get("jobs", []), live_states)
     return jobs
 
 
@@ -213,13 +149,14 @@ def collect(name: str, live_states: bool = True) -> dict:
     except OSError:
         updated = None
     jobs = _jobs(name, previous, live_states)
+    meaning = job_states.current()
     states = {j.get("kind"): str(j["state"]).split(" ")[0] for j in jobs}  # each kind's newest job
     if total and done >= total:
         status = "finished"
-    elif any(str(j["state"]).split(" ")[0] in ACTIVE_JOB_STATES for j in jobs if j.get("kind") == "train") or \
+    elif any(meaning.is_active(str(j["state"]).split(" ")[0]) for j in jobs if j.get("kind") == "train") or \
             (done and not jobs and updated and time.time() - updated < QUIET_AFTER_S):
         status = "in progress"
-    elif states.get("train") in FAILED_JOB_STATES:
+    elif "train" in states and meaning.is_failed(states["train"]):
         status = "failed"
     elif done:
         status = "stopped"  # part-trained, and nothing runs it now: the same command resumes it

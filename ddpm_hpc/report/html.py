@@ -7,7 +7,8 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
-from .experiment_state import FAILED_JOB_STATES, SNAPSHOT
+from .. import job_states
+from .experiment_state import SNAPSHOT
 from .sweep_html import is_sweep, sweep_block
 
 PAGE = "index.html"
@@ -104,11 +105,7 @@ def _badge(status: str) -> str:
 
 
 def _job_badge(state: str) -> str:
-    s = state.upper()
-    cls = "ok" if s.startswith("COMPLETED") else "run" if s in ("RUNNING", "PENDING", "REQUEUED", "CONFIGURING",
-                                                                   "COMPLETING", "SUBMITTED") \
-        else "bad" if s in FAILED_JOB_STATES | {"CANCELLED", "PREEMPTED"} else "stop"
-    return f'<span class="badge {cls}">{_e(state)}</span>'
+    return f'<span class="badge {job_states.current().badge(state)}">{_e(state)}</span>'
 
 
 def _progress(done, total) -> str:
