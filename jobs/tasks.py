@@ -246,6 +246,10 @@ class TrainJob(_Job):
             raise
         finally:
             distributed.shutdown()
+        if outcome.status == "finished":
+            # Nothing is left to save: a time-limit warning from now on is ignored. Otherwise one that arrives while
+            # Python shuts down (its handlers already gone) would kill the task with USR2 and fail a finished job.
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         if not ctx.is_main:  # rank 0 saved (the trainer waited for it), records the outcome and requeues
             print(f"rank {ctx.rank}: {outcome.status} at step {outcome.step}", flush=True)
             return {"rank": ctx.rank, "status": outcome.status, "step": outcome.step, "signal": outcome.signal}

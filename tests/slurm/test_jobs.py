@@ -226,6 +226,32 @@ def test_train_job_requeues_itself_with_a_fresh_job(tmp_path, monkeypatch, resta
     assert vars(fresh) == vars(job) and delayed._timeout_countdown == 2
 
 
+def test_a_finished_training_job_ignores_a_late_time_limit_warning(tmp_path, monkeypatch):
+    """Seen on the real cluster: a run that finished just before its time limit got the USR2 warning while Python
+    shut down (its handlers gone), so the task died of USR2 and the finished job ended FAILED. After a finished run
+    the job ignores USR2 (the training itself is stubbed: only the job's handling of its outcome is under test)."""
+    import signal
+
+    from ddpm_hpc.trainer import TrainOutcome
+    from jobs import tasks
+
+    exps = tmp_path / "exps"
+    exps.mkdir()
+    monkeypatch.setenv("DDPM_HPC_EXPERIMENTS", str(exps))
+    monkeypatch.delenv("DDPM_HPC_CLUSTER_CONFIG", raising=False)
+    monkeypatch.setattr(tasks.submitit, "JobEnvironment", lambda: _FakeEnv(tmp_path))
+    monkeypatch.setattr("ddpm_hpc.pipeline.run_training",
+                        lambda exp, ctx=None, after_step=None, **_: TrainOutcome("finished", 10, None, tmp_path / "c"))
+    exp = _experiment("x", None, LOCAL_CLUSTER, exps)
+    previous = signal.getsignal(signal.SIGUSR2)
+    try:
+        result = tasks.TrainJob(exp.to_json(), tasks.current_roots(), max_requeues=3)()
+        assert result["step"] == 10
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The real cluster
 
