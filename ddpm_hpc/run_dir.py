@@ -1,5 +1,6 @@
-"""An experiment's folder, ``experiments/<name>/``: the name of every file in it and the one reader and writer of
-each. Everyone else asks a ``RunDir`` rather than typing a file name.
+"""An experiment's folder, ``experiments/<name>/``: the name of every file and folder in it, and the one reader and
+writer of its records (metrics, configs, jobs, events, the restart mark). Everyone else asks a ``RunDir`` rather than
+typing a file name; samples, eval results and figures are written by what makes them, into the places named here.
 
 What lies there, and who writes it:
 

@@ -282,7 +282,7 @@ def _config_section(cfg: dict) -> str:
 def experiment_html(d: dict, folder: Path) -> str:
     """``experiments/<name>/index.html`` from ``collect``'s data ``d``; ``folder`` is the experiment's output folder."""
     name = d["experiment"]
-    body = (f'<p class="small"><a href="../index.html">← all experiments</a></p><h1>{_e(name)}</h1>'
+    body = (f'<p class="small"><a href="../{PAGE}">← all experiments</a></p><h1>{_e(name)}</h1>'
             f'<p class="muted">{_e(d["description"])}</p>')
     body += _state_section(d)
     figs = _figure(LOSS_PLOT, folder, "training loss (log scale): mean per log interval and smoothed", "loss curve")
