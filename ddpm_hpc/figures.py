@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -39,10 +38,9 @@ def forward_process_figure(model, objective, images_uint8, labels, path: Path, s
     return save_grid(rows, path, nrow=n)
 
 
-def loss_plot(metrics: Path, path: Path, title: str = "") -> Path | None:
-    """Raw (window mean) and smoothed loss against step, log scale. None if there is nothing logged yet."""
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] \
-        if metrics.is_file() else []
+def loss_plot(records: list[dict], path: Path, title: str = "") -> Path | None:
+    """Raw (window mean) and smoothed loss of the metrics ``records`` against step, log scale. None if there is
+    nothing logged yet."""
     if not records:
         return None
     import matplotlib

@@ -6,20 +6,21 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from . import paths, tensorboard_log
+from . import tensorboard_log
 from .cadence import Throttle
 from .config import Experiment
 from .distributed import DistContext
 from .figures import forward_process_figure, loss_plot
 from .logging_utils import log
 from .report import refresh as refresh_report
+from .run_dir import RunDir
 from .sampling import sample_experiment
 from .trainer import Run, StopFlag, TrainOutcome, train
 
 
 def refresh_loss_plot(exp: Experiment) -> Path | None:
-    out = paths.experiment_dir(exp.name)
-    return loss_plot(out / "metrics.jsonl", out / "loss.png", title=exp.name)
+    run_dir = RunDir(exp.name)
+    return loss_plot(run_dir.read_metrics(), run_dir.loss_plot, title=exp.name)
 
 
 def write_forward_figure(run: Run) -> Path:
@@ -28,7 +29,7 @@ def write_forward_figure(run: Run) -> Path:
     idx = run.sampler.indices(0)[:n].to(run.dataset.images.device)
     labels = run.dataset.labels[idx].to(run.device) if run.exp.model.conditioning != "none" else None
     model = run.ema.model if run.ema else run.model
-    path = paths.experiment_dir(run.exp.name) / "forward_process.png"
+    path = RunDir(run.exp.name).forward_figure
     return forward_process_figure(model, run.objective, run.dataset.images[idx], labels, path)
 
 
@@ -49,7 +50,7 @@ def preview_grid(run: Run) -> Path:
     tag = "preview-" + sample_tag(run.step, exp, labels is not None)
     info = {"experiment": exp.name, "step": run.step, "sampler": exp.sample.sampler, "steps": exp.sample_steps,
             "nfe_per_image": result.nfe, "seed": exp.sample.seed, "preview": True}
-    return write_samples(paths.experiment_dir(exp.name) / "samples", tag, result, info, nrow)
+    return write_samples(RunDir(exp.name).samples, tag, result, info, nrow)
 
 
 def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, after_step=None,
@@ -99,7 +100,7 @@ def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, 
         if ctx.is_main and outcome.status == "finished" and "run" in holder:
             log_fn(f"wrote {write_forward_figure(holder['run'])}")
             refresh()  # again: forward_process.png is written after the last checkpoint
-            log_fn(f"wrote {paths.experiment_dir(exp.name) / 'loss.png'}")
+            log_fn(f"wrote {RunDir(exp.name).loss_plot}")
         elif ctx.is_main and holder["stale"]:  # interrupted: the page shows the step it stopped at
             refresh()
     if late.received:

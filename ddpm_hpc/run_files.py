@@ -1,22 +1,21 @@
-"""An experiment's files across runs: moving an earlier run aside before starting over, and rewinding the metrics
-when a run resumes from a checkpoint older than its last log line. Nothing is ever deleted."""
+"""An experiment's files across runs: moving an earlier run aside before starting over, and the mark that lets a
+batch job start over only once (rewinding the metrics of a resumed run: ``RunDir.rewind_metrics``). Nothing is ever
+deleted."""
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
-from . import checkpoint, paths
+from . import paths
 from .config import Experiment
+from .run_dir import CONFIG, JOBS, LOGS, PAGE, REPORT, SUBMITTED_CONFIG, RunDir
 
 # In experiments/<name>/: what the job submissions recorded (jobs/registry.py). It describes the submissions, not a
 # run's results, and a running job still writes to logs/, so it stays when a run is moved aside.
-SUBMISSION_RECORDS = ("logs", "jobs.json", "submitted_config.yaml")
+SUBMISSION_RECORDS = (LOGS, JOBS, SUBMITTED_CONFIG)
 # Rewritten by every run or report: moved with an old run, but on their own they are not one.
-REGENERATED = ("config.json", "index.html", "report.json")
-REWOUND = "metrics.rewound.jsonl"
+REGENERATED = (CONFIG, PAGE, REPORT)
 
 
 def _old_outputs(out_dir: Path) -> list[Path]:
@@ -32,7 +31,7 @@ def archive_previous_run(exp: Experiment) -> list[Path]:
     """Before a run starts from step 0: move whatever an earlier run left aside, never deleting anything. The
     checkpoint folder becomes ``checkpoints/<name>.old-<time>``, the outputs (metrics, plots, samples, eval, report)
     move to ``experiments/<name>/old-<time>/``. Returns the new locations (none if there was no earlier run)."""
-    folder, out_dir = paths.checkpoint_dir(exp.name), paths.experiment_dir(exp.name)
+    folder, out_dir = paths.checkpoint_dir(exp.name), RunDir(exp.name).path
     outputs = _old_outputs(out_dir)
     ckpts = folder.is_dir() and any(folder.iterdir())
     if not ckpts and all(p.name in REGENERATED for p in outputs):
@@ -53,49 +52,15 @@ def archive_previous_run(exp: Experiment) -> list[Path]:
     return moved
 
 
-# In checkpoints/<name>/: which request to start over (train.restart=true) this run's files answer. A batch job is
-# re-run from the top by every requeue with the same config; this file lets it start over once per submission.
-RESTART_MARK = "restart.json"
-
-
+# In checkpoints/<name>/ (RunDir.restart_mark): which request to start over (train.restart=true) this run's files
+# answer. A batch job is re-run from the top by every requeue with the same config; this file lets it start over once
+# per submission.
 def restarted_under(exp_name: str, token: str | None) -> bool:
     """Whether the run on disk already started over for the restart request ``token`` (None: never, so every
     ``train.restart=true`` run on a workstation starts over)."""
-    if token is None:
-        return False
-    try:
-        return json.loads((paths.checkpoint_dir(exp_name) / RESTART_MARK).read_text()).get("token") == token
-    except (OSError, ValueError, AttributeError):
-        return False
+    return token is not None and RunDir(exp_name).read_restart_token() == token
 
 
 def mark_restart(exp_name: str, token: str) -> None:
     """Record that the run now in ``checkpoints/<name>/`` started over for ``token`` (moved aside with it later)."""
-    folder = paths.checkpoint_dir(exp_name)
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {"token": token, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    checkpoint.atomic_write(folder / RESTART_MARK, (json.dumps(record) + "\n").encode())
-
-
-def rewind_metrics(metrics: Path, step: int) -> int:
-    """Resuming from ``step``: lines logged after it (they will be logged again, identically) and lines cut short by
-    a kill move from ``metrics.jsonl`` to the end of ``metrics.rewound.jsonl``. Returns how many lines moved."""
-    if not metrics.is_file():
-        return 0
-
-    def kept(line: str) -> bool:
-        try:
-            return json.loads(line)["step"] <= step
-        except (ValueError, TypeError, KeyError):  # e.g. a line cut short when the process was killed mid-write
-            return False
-
-    lines = [ln for ln in metrics.read_text(errors="replace").splitlines() if ln.strip()]
-    keep = [kept(ln) for ln in lines]
-    if all(keep):
-        return 0
-    with open(metrics.with_name(REWOUND), "a") as f:  # first: a kill in between duplicates lines, never loses one
-        f.writelines(ln + "\n" for ln, k in zip(lines, keep) if not k)
-        f.flush()
-        os.fsync(f.fileno())
-    checkpoint.atomic_write(metrics, "".join(ln + "\n" for ln, k in zip(lines, keep) if k).encode())
-    return keep.count(False)
+    RunDir(exp_name).write_restart_mark({"token": token, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})

@@ -31,6 +31,7 @@ from .errors import UserError
 from .images import display, save_grid
 from .logging_utils import Progress, log
 from .models import build_model
+from .run_dir import RunDir
 from .samplers import SAMPLERS, guided
 from .schedules import make_schedule
 from .devices import resolve_device
@@ -235,7 +236,7 @@ def sample_experiment(exp: Experiment, log_fn=log, out_folder: Path | None = Non
     ckpt, exp = run.ckpt, run.exp
     labels, n, nrow = grid_labels(exp, exp, device)
     tag = sample_tag(ckpt.step, exp, labels is not None, n)
-    folder = out_folder or paths.experiment_dir(exp.name) / "samples"
+    folder = out_folder or RunDir(exp.name).samples
     check_not_taken(folder, tag, ckpt)
     log_fn(f"sampling {exp.name} step {ckpt.step} ({run.weights} weights) with {exp.sample.sampler}, "
            f"{exp.sample_steps} steps, {n} images on {device} ({run.precision})")

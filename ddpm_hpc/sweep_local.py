@@ -11,6 +11,7 @@ from .checkpoint import newest_file, step_of
 from .config import Experiment
 from .errors import TrainingDiverged, UserError
 from .logging_utils import log
+from .run_dir import RunDir
 from .sweep import Sweep, load_sweep, sweep_from_grid, with_common
 from .sweep_members import Prepared, prepare, write, write_page
 
@@ -69,11 +70,11 @@ def is_trained(exp: Experiment) -> bool:
 
 
 def has_grid(exp: Experiment) -> bool:
-    return any((paths.experiment_dir(exp.name) / "samples").glob(f"step{exp.train.steps:07d}-*.png"))
+    return any(RunDir(exp.name).samples.glob(f"step{exp.train.steps:07d}-*.png"))
 
 
 def has_eval(exp: Experiment) -> bool:
-    return any((paths.experiment_dir(exp.name) / "eval").glob(f"fresh-step{exp.train.steps:07d}-*.json"))
+    return any(RunDir(exp.name).eval.glob(f"fresh-step{exp.train.steps:07d}-*.json"))
 
 
 def run_sweep_local(prepared: Prepared, log_fn=log) -> int:

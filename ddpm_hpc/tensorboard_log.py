@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import paths
 from .errors import UserError
+from .run_dir import RunDir
 
-FOLDER = "tensorboard"
 INSTALL = "train.tensorboard needs `pip install ddpm-hpc[tensorboard]`"
 SCALARS = {"loss": "train/loss", "loss_smooth": "train/loss_smooth", "img_per_s": "train/img_per_s"}
 
@@ -36,8 +35,8 @@ class TensorBoardLog:
 
     def __init__(self, name: str):
         self.name = name
-        self.folder = paths.experiment_dir(name) / FOLDER
-        self.metrics = paths.experiment_dir(name) / "metrics.jsonl"
+        self.run_dir = RunDir(name)
+        self.folder = self.run_dir.tensorboard
         self.writer = None
         self.first_step = 0
         self.offset = 0  # bytes of metrics.jsonl already turned into events
@@ -58,24 +57,9 @@ class TensorBoardLog:
         if run.log_window_start == self.window:
             return
         self.window = run.log_window_start
-        try:
-            size = self.metrics.stat().st_size
-        except OSError:
-            return
-        if size <= self.offset:
-            return
-        with open(self.metrics, "rb") as f:
-            f.seek(self.offset)
-            chunk = f.read(size - self.offset)
-        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line is written whole before the trainer returns to us
-        self.offset += len(complete)
-        for line in complete.splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(record, dict) or not isinstance(record.get("step"), int) or \
-                    record["step"] < self.first_step:
+        records, self.offset = self.run_dir.metrics_after(self.offset)
+        for record in records:
+            if not isinstance(record["step"], int) or record["step"] < self.first_step:
                 continue  # a line of an earlier process (already in TensorBoard)
             for key, tag in SCALARS.items():
                 if isinstance(record.get(key), (int, float)):

@@ -33,7 +33,8 @@ from .fast_paths import AUTOCAST, autocast, compile_model, grad_scaler, make_ada
 from .logging_utils import Progress, format_seconds, log
 from .models import build_model
 from .objectives import Share, drop_labels, make_objective
-from .run_files import REWOUND, archive_previous_run, mark_restart, restarted_under, rewind_metrics
+from .run_dir import RunDir
+from .run_files import archive_previous_run, mark_restart, restarted_under
 from .schedules import make_schedule
 
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
@@ -298,8 +299,7 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
     happens after a stop signal (default: run the same command again)."""
     say = log_fn if ctx.is_main else (lambda *_: None)
     run = Run(exp, ctx, say)
-    out_dir = paths.experiment_dir(exp.name)
-    metrics = out_dir / "metrics.jsonl"
+    run_dir = RunDir(exp.name)
     ckpt = None
     own_restart = exp.train.restart and restarted_under(exp.name, restart_token)  # started over already: resume
     if not exp.train.restart or own_restart:
@@ -316,11 +316,10 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
                 say(f"{why}: moved the previous run of {exp.name} aside to {' and '.join(map(str, moved))}")
             if exp.train.restart and restart_token:
                 mark_restart(exp.name, restart_token)
-        elif rewound := rewind_metrics(metrics, run.step):
+        elif rewound := run_dir.rewind_metrics(run.step):
             say(f"moved {rewound} metrics line{'s' if rewound > 1 else ''} logged after step {run.step} to "
-                f"{metrics.with_name(REWOUND)}")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(exp.to_dict(), indent=1) + "\n")
+                f"{run_dir.rewound}")
+        run_dir.write_config(exp.to_dict())
     if run.step == 0:
         n = sum(p.numel() for p in run.model.parameters())
         say(f"training {exp.name}: {exp.model.arch} ({n / 1e6:.2f}M parameters), {exp.diffusion.objective}, "
@@ -359,8 +358,7 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
                 record = {"step": step, "loss": mean, "loss_smooth": smooth, "img_per_s": rate,
                           "wall_seconds": run.wall_seconds + now - t_start}
                 if ctx.is_main:
-                    with open(metrics, "a") as f:
-                        f.write(json.dumps(record) + "\n")
+                    run_dir.append_metrics(record)
                     say(f"step {step:7d}/{exp.train.steps}  loss {smooth:.4f}  {rate:.0f} img/s")
                 loss_sum.zero_()
                 window_start, window_first_step, run.log_window_start = now, step, step

@@ -8,49 +8,27 @@
 - ``experiments/<name>/logs/events.jsonl``: appended by the jobs on the compute node, one JSON object per line:
   ``{"time", "job_id", "kind", "event", "restart", "step", "message"}`` with event ``start``, ``finished``,
   ``requeued``, ``stopped`` or ``failed``; ``failed`` carries the one-line reason that ``make status`` prints.
+
+The files are ``ddpm_hpc.run_dir.RunDir``'s (it names, reads and writes them); this module keeps the job records.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from pathlib import Path
 
-from ddpm_hpc import paths
-from ddpm_hpc.checkpoint import atomic_write
-
-REGISTRY = "jobs.json"
-EVENTS = "events.jsonl"
-SNAPSHOT = "submitted_config.yaml"
+from ddpm_hpc.run_dir import RunDir  # the files and their raw reads and writes
 
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def logs_dir(name: str) -> Path:
-    """submitit's folder for this experiment: ``<jobid>_0_log.out|err``, ``<jobid>_submitted.pkl``, ..."""
-    return paths.experiment_dir(name) / "logs"
-
-
-def registry_file(name: str) -> Path:
-    return paths.experiment_dir(name) / REGISTRY
-
-
 def load(name: str) -> list[dict]:
-    try:
-        data = json.loads(registry_file(name).read_text())
-    except (OSError, ValueError):
-        return []
-    jobs = data.get("jobs") if isinstance(data, dict) else None
-    return [j for j in jobs or [] if isinstance(j, dict) and "job_id" in j]
+    return RunDir(name).read_jobs()
 
 
 def save(name: str, jobs: list[dict]) -> None:
-    path = registry_file(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, (json.dumps({"experiment": name, "jobs": jobs}, indent=1) + "\n").encode())
+    RunDir(name).write_jobs(jobs)
 
 
 def add(name: str, entry: dict) -> None:
@@ -71,36 +49,12 @@ def latest(jobs: list[dict], kind: str) -> dict | None:
     return found[-1] if found else None
 
 
-def experiments_with_jobs() -> list[str]:
-    root = paths.experiments_root()
-    return sorted(p.parent.name for p in root.glob(f"*/{REGISTRY}"))
-
-
 # -- events, written by the jobs ---------------------------------------------------------------------------------
 
 def record_event(name: str, **fields) -> None:
-    """Append one event line (a single ``write`` on an O_APPEND file: lines from requeued runs never interleave)."""
-    folder = logs_dir(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"time": now(), **fields}) + "\n"
-    fd = os.open(folder / EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    """Append one event line, stamped with the time."""
+    RunDir(name).append_event({"time": now(), **fields})
 
 
 def events(name: str, job_id: str | None = None) -> list[dict]:
-    try:
-        lines = (logs_dir(name) / EVENTS).read_text().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and (job_id is None or str(event.get("job_id")) == str(job_id)):
-            out.append(event)
-    return out
+    return [e for e in RunDir(name).read_events() if job_id is None or str(e.get("job_id")) == str(job_id)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from ddpm_hpc import paths
 from ddpm_hpc.checkpoint import newest_file, step_of
 from ddpm_hpc.errors import UserError
 from ddpm_hpc.logging_utils import format_seconds
+from ddpm_hpc.run_dir import RunDir, names_with_jobs
 
 from . import pending, registry, slurm
 from .job_state import FAILED_STATES, decide
@@ -19,6 +19,7 @@ from .job_state import FAILED_STATES, decide
 FAILURES = tuple(FAILED_STATES)  # for str.startswith
 NEVER_STARTED = ("", "None", "Unknown")  # sacct's Start of a run that has not begun
 ONE_PROCESS_KINDS = ("sample", "eval", "eval-sweep", "classifier")  # shown after training: the newest of each
+TAIL_BYTES = 64_000  # of a log or metrics file
 
 
 @dataclass
@@ -43,7 +44,7 @@ class JobView:
         return f"{self.kind} {self.job_id} {self.state_text()}"
 
 
-def _tail_lines(path: Path, max_bytes: int = 64_000) -> list[str]:
+def _tail_lines(path: Path, max_bytes: int = TAIL_BYTES) -> list[str]:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -56,14 +57,14 @@ def _tail_lines(path: Path, max_bytes: int = 64_000) -> list[str]:
 
 def log_paths(name: str, job_id: str, rank: int = 0) -> tuple[Path, Path]:
     """submitit's logs of one task (rank) of a job: ``<job>_<rank>_log.out|err``."""
-    folder = registry.logs_dir(name)
+    folder = RunDir(name).logs
     return folder / f"{job_id}_{rank}_log.out", folder / f"{job_id}_{rank}_log.err"
 
 
 def log_ranks(name: str, job_id: str) -> list[int]:
     """The ranks of a job that have written a log so far."""
     ranks = []
-    for path in registry.logs_dir(name).glob(f"{job_id}_*_log.out"):
+    for path in RunDir(name).logs.glob(f"{job_id}_*_log.out"):
         middle = path.name[len(f"{job_id}_"):-len("_log.out")]
         if middle.isdigit():
             ranks.append(int(middle))
@@ -124,20 +125,10 @@ def job_view(name: str, entry: dict, queue: dict | None, acct: dict | None) -> J
     return view
 
 
-def _metrics(name: str) -> list[dict]:
-    out = []
-    for line in _tail_lines(paths.experiment_dir(name) / "metrics.jsonl"):
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
 def training_progress(name: str, total: int | None, running: bool, run_start: int | None = None) -> str:
     """Step (the newer of metrics.jsonl and the newest checkpoint), loss, checkpoint and, while the job runs, the ETA
     from the lines its current run (after ``run_start``) has logged: "eta ?" until there are two."""
-    records = _metrics(name)
+    records = RunDir(name).read_metrics(tail_bytes=TAIL_BYTES)  # the end of a long run's file is enough
     ckpt = newest_file(paths.checkpoint_dir(name))
     ckpt_step = step_of(ckpt) if ckpt is not None else None
     step = max(records[-1]["step"] if records else 0, ckpt_step or 0)
@@ -203,13 +194,13 @@ def slurm_state(job_ids: list[str]) -> tuple[dict | None, dict | None, list[str]
 
 def status(names: list[str], out=print) -> int:
     if not names:
-        names = registry.experiments_with_jobs()
+        names = names_with_jobs()
         if not names:
             out(f"no submitted experiments under {paths.experiments_root()} (make submit EXP=<name>)")
             return 0
     for name in names:
         if not registry.load(name):
-            raise UserError(f"{name}: nothing submitted yet ({registry.registry_file(name)} not found)")
+            raise UserError(f"{name}: nothing submitted yet ({RunDir(name).jobs} not found)")
     queue, acct, notes = slurm_state([str(j["job_id"]) for n in names for j in registry.load(n)])
     width = max(len(n) for n in names)
     for name in names:
@@ -222,7 +213,7 @@ def status(names: list[str], out=print) -> int:
 def pick_job(name: str, job_id: str | None, rank: int = 0) -> dict:
     jobs = registry.load(name)
     if not jobs:
-        raise UserError(f"{name}: nothing submitted yet ({registry.registry_file(name)} not found)")
+        raise UserError(f"{name}: nothing submitted yet ({RunDir(name).jobs} not found)")
     if job_id:
         match = [j for j in jobs if str(j["job_id"]) == str(job_id)]
         if not match:

@@ -15,9 +15,10 @@ from types import SimpleNamespace
 import yaml
 
 from ddpm_hpc import paths
-from ddpm_hpc.checkpoint import CorruptCheckpoint, atomic_write, newest_file, read_metadata
+from ddpm_hpc.checkpoint import CorruptCheckpoint, newest_file, read_metadata
 from ddpm_hpc.config import Experiment, experiment_from_json, load_experiment
 from ddpm_hpc.errors import ConfigError, UserError
+from ddpm_hpc.run_dir import RunDir
 
 from . import registry, slurm
 from .executor import check_slurm_config, make_executor, sbatch_parameters, sbatch_script, world_size
@@ -100,16 +101,12 @@ def warn_missing_data(exp: Experiment) -> None:
 
 
 def write_snapshot(exp: Experiment, overrides: list[str]) -> Path:
-    out = paths.experiment_dir(exp.name)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / registry.SNAPSHOT
     data = json.loads(exp.to_json())  # plain lists and dicts
     data.pop("name", None)
     header = (f"# {exp.name} as submitted at {registry.now()} (experiments/{exp.name}.yaml + cluster defaults"
               + (f" + overrides: {' '.join(overrides)}" if overrides else "") + ").\n"
               "# The jobs run exactly this; editing it or the YAML changes nothing for jobs already submitted.\n")
-    atomic_write(path, (header + yaml.safe_dump(data, sort_keys=False)).encode())
-    return path
+    return RunDir(exp.name).write_submitted_config(header + yaml.safe_dump(data, sort_keys=False))
 
 
 def _require_slurm(instead: str) -> None:
@@ -207,7 +204,7 @@ def submit_training(name: str, overrides: list[str], force: bool = False, out=pr
         ids = _cancel(name, live, "make submit FORCE=1")
         after = "afterany:" + ":".join(ids)  # the new job cannot start before the cancelled ones have exited
         out(f"cancelled {listing}; the new training job starts after they have exited")
-    folder = registry.logs_dir(name)
+    folder = RunDir(name).logs
     roots, config = current_roots(), exp.to_json()
     # train.restart=true: this submission starts over once; its requeues resume (jobs/tasks.py TrainJob)
     token = f"{registry.now()} {secrets.token_hex(4)}" if exp.train.restart else None
@@ -233,7 +230,7 @@ def submit_training(name: str, overrides: list[str], force: bool = False, out=pr
     out(f"  follow:  make status EXP={name}    make logs EXP={name}    squeue -j {train_id},{sample_id}")
     out(f"  logs:    {rel}/{train_id}_0_log.out (and .err" + (f"; ranks 1-{ranks - 1}: {train_id}_<rank>_log.*"
         if ranks > 1 else "") + f")    stop: make cancel EXP={name}")
-    out(f"  results: make pull EXP={name} (on your laptop), or see {_display(paths.experiment_dir(name))}/samples")
+    out(f"  results: make pull EXP={name} (on your laptop), or see {_display(RunDir(name).samples)}")
     return train_id, sample_id
 
 
@@ -273,7 +270,7 @@ def dry_run_training(name: str, overrides: list[str], force: bool = False, out=p
         else:
             after = "afterany:" + ":".join(str(j["job_id"]) for j in live)
             out(f"# FORCE=1 would cancel {listing}; the new training job would wait for them ({after})")
-    folder = registry.logs_dir(name)
+    folder = RunDir(name).logs
     train = sbatch_script(exp, "train", folder, after)
     sample = sbatch_script(exp, "sample", folder, f"afterok:{TRAIN_ID_PLACEHOLDER}")
     ranks = world_size(exp)
@@ -291,7 +288,7 @@ def dry_run_sampling(name: str, overrides: list[str], out=print) -> str:
     out(f"# dry run of make sample EXP={name}: nothing is submitted and nothing is written")
     live_train = [j for j in _live_for_dry_run(name, out) if j["kind"] == "train"]
     after = f"afterok:{live_train[-1]['job_id']}" if live_train else None
-    script = sbatch_script(exp, "sample", registry.logs_dir(name), after)
+    script = sbatch_script(exp, "sample", RunDir(name).logs, after)
     _print_script(f"sampling job ({exp.sample.sampler}, {exp.sample_steps} steps" +
                   (f", after training job {live_train[-1]['job_id']}" if live_train else "") + ")", script, out)
     return script
@@ -321,7 +318,7 @@ def submit_after_training(exp: Experiment, overrides: list[str], kind: str, job,
     after = f"afterok:{live_train[-1]['job_id']}" if live_train else None
     if after is None and exp.sample.checkpoint in ("latest", "") and not newest_file(paths.checkpoint_dir(name)):
         raise UserError(f"no checkpoint of {name} in {paths.checkpoint_dir(name)}: make submit EXP={name} first")
-    folder = registry.logs_dir(name)
+    folder = RunDir(name).logs
     job_id = str(_submit(exp, kind, folder, after, job).job_id)
     registry.add(name, _entry(job_id, kind, overrides, exp, after))
     when = f"after training job {live_train[-1]['job_id']} succeeds" if after else "now"

@@ -3,9 +3,9 @@ the computing happens in the job, the login node only checks what it can cheaply
 
 from __future__ import annotations
 
-from ddpm_hpc import paths
 from ddpm_hpc.config import load_experiment
 from ddpm_hpc.errors import UserError
+from ddpm_hpc.run_dir import RunDir
 
 from . import registry
 from .executor import check_slurm_config
@@ -29,7 +29,7 @@ def submit_eval(name: str, overrides: list[str], options: dict, grid: dict | Non
         command = f"ddpm-hpc eval-sweep {name}"
     job = EvalJob(exp.to_json(), current_roots(), exp.slurm.max_requeues, options, grid)
     job_id = submit_after_training(exp, overrides, job.kind, job, f"use {command} here", detail, out)
-    out(f"  results: {_display(paths.experiment_dir(name) / 'eval')}/ and the report page; {command} (make "
+    out(f"  results: {_display(RunDir(name).eval)}/ and the report page; {command} (make "
         f"{job.kind} ... LOCAL=1) runs it in this shell instead")
     return job_id
 
@@ -46,7 +46,7 @@ def submit_classifier(name: str, options: dict, out=print) -> str:
         raise UserError(f"{weights_path(dataset)} exists: classifier FDs of a retrained classifier would not compare "
                         f"with those computed with it; pass --force (ARGS=--force) to replace it")
     _require_slurm(f"use ddpm-hpc classifier {dataset} here")
-    folder = registry.logs_dir(name)
+    folder = RunDir(name).logs
     job_id = str(_submit(exp, "classifier", folder, None,
                          ClassifierJob(exp.to_json(), current_roots(), exp.slurm.max_requeues, options)).job_id)
     registry.add(name, _entry(job_id, "classifier", [], exp, None))

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ddpm_hpc import paths
 from ddpm_hpc.errors import ConfigError, UserError
+from ddpm_hpc.run_dir import LOGS, RunDir
 from ddpm_hpc.sweep_local import is_trained as trained
 from ddpm_hpc.sweep_members import Prepared, member_names, prepare, write, write_page
 
@@ -70,14 +70,14 @@ def live_by_member(names: list[str]) -> dict[str, list[dict]]:
 def link_logs(sweep_name: str, member: str, job_id: str, ranks: int) -> None:
     """``experiments/<member>/logs/<job>_<rank>_log.out|err`` -> the array's log in ``experiments/<sweep>/logs``
     (relative links: they resolve wherever both folders are, e.g. after make pull EXP=<sweep>)."""
-    folder = registry.logs_dir(member)
+    folder = RunDir(member).logs
     folder.mkdir(parents=True, exist_ok=True)
     for rank in range(ranks):
         for ext in ("out", "err"):
             name = f"{job_id}_{rank}_log.{ext}"
             link = folder / name
             if not link.exists() and not link.is_symlink():
-                link.symlink_to(Path("..", "..", sweep_name, "logs", name))
+                link.symlink_to(Path("..", "..", sweep_name, LOGS, name))
 
 
 def _ids(jobs) -> tuple[str, list[str]]:
@@ -91,7 +91,7 @@ def _submit_array(prepared: Prepared, kind: str, dependency: str | None, calls: 
     exp = prepared.experiments[0]
     k = sweep.array_parallelism or len(calls)
     what = {"train": "training", "sample": "sampling", "eval": "eval"}[kind]
-    jobs = submit_with(exp, "train" if kind == "train" else "sample", registry.logs_dir(sweep.name), dependency,
+    jobs = submit_with(exp, "train" if kind == "train" else "sample", RunDir(sweep.name).logs, dependency,
                        lambda executor: executor.submit_array(calls), what=f"{what} array",
                        array_parallelism=k, job_name=f"ddpm-{sweep.name}" + ("" if kind == "train" else f"-{kind}"))
     return _ids(jobs)
@@ -178,7 +178,7 @@ def _report(prepared: Prepared, todo, done: list[str], arrays: dict, out) -> Non
     if done:
         out(f"  already trained, not submitted: {', '.join(done)}")
     out(f"  follow:  make status SWEEP={sweep.name}    make logs EXP=<member>    stop: make cancel SWEEP={sweep.name}")
-    out(f"  results: {_display(paths.experiment_dir(sweep.name) / 'index.html')} (make pull EXP={sweep.name} on "
+    out(f"  results: {_display(RunDir(sweep.name).page)} (make pull EXP={sweep.name} on "
         f"your laptop)")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ddpm_hpc import paths
+from ddpm_hpc.run_dir import RunDir
 from ddpm_hpc.sweep_members import load_record, member_names
 
 from . import registry
@@ -77,7 +77,7 @@ def sweep_status(sweep_name: str, out=print) -> int:
     listing = ", ".join(f"{kind} {array}" for kind, array in arrays.items())
     out(f"sweep {sweep_name}: {len(names)} members: {', '.join(parts)}"
         + (f"  |  arrays: {listing}" if listing else "") + (f" (at most {cap} tasks at once)" if cap else "")
-        + f"  |  {paths.experiment_dir(sweep_name) / 'index.html'}")
+        + f"  |  {RunDir(sweep_name).page}")
     for note in notes:
         out(f"(note: {note}; states may be incomplete)")
     return 0

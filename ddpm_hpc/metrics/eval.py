@@ -26,12 +26,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 
-from .. import paths
 from ..checkpoint import atomic_write
 from ..config import Experiment
 from ..distributed import DistContext
 from ..errors import UserError
 from ..logging_utils import log
+from ..run_dir import RunDir
 from ..sampling import NUM_CLASSES, Loaded, class_blocks, load_for_sampling, sample_images, sample_tag
 from ..devices import resolve_device
 from . import classifier, fid  # noqa: F401 - tests patch them through this module
@@ -78,8 +78,7 @@ def _from_file(exp: Experiment, samples: str, n: int | None,
                log_fn) -> tuple[torch.Tensor, torch.Tensor | None, dict, str]:
     path = Path(samples)
     if not path.is_file():
-        path = paths.experiment_dir(exp.name) / "samples" / (samples if samples.endswith(".safetensors")
-                                                              else f"{samples}.safetensors")
+        path = RunDir(exp.name).samples / (samples if samples.endswith(".safetensors") else f"{samples}.safetensors")
     if not path.is_file():
         raise UserError(f"--samples {samples}: no such file (nor {path})")
     data = path.read_bytes()
@@ -123,7 +122,7 @@ def run_eval(exp: Experiment, n: int | None = None, fid_weights: str | None = No
         run = load_for_sampling(exp, device)
         n = n or DEFAULT_N
         info, stem = _plan_fresh(run, n)
-    out = paths.experiment_dir(exp.name) / "eval" / f"{stem}.json"
+    out = RunDir(exp.name).eval / f"{stem}.json"
     if out.exists() and not force:
         raise UserError(f"{out} exists (made by an earlier eval); pass --force to replace it, or move it away")
     scorer = make_scorer(info["dataset"], device, fid_weights, fid_ref_images, log_fn)

@@ -31,6 +31,7 @@ from ..config import Experiment, build_experiment, with_overrides
 from ..distributed import DistContext
 from ..errors import ConfigError
 from ..logging_utils import log
+from ..run_dir import RunDir
 from ..sampling import NUM_CLASSES, class_blocks, find_checkpoint, load_model, sample_images, sampling_config
 from ..sweep import check_key, grid_points, override, value_text
 from ..devices import resolve_device
@@ -121,7 +122,7 @@ def run_eval_sweep(exp: Experiment, grid: dict[str, list], n: int | None = None,
     n = n or DEFAULT_N
     default = next(p for p in points if p.default)
     tag = _tag(ckpt.step, n, grid, default.settings)
-    folder = paths.experiment_dir(exp.name) / "eval"
+    folder = RunDir(exp.name).eval
     out = folder / f"sweep-{tag}.json"
     scorer = make_scorer(trained.data.dataset, device, fid_weights, fid_ref_images, log_fn)
     header = {"experiment": exp.name, "checkpoint": str(ckpt.path), "checkpoint_sha256": ckpt.sha256,

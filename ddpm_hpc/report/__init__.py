@@ -21,8 +21,10 @@ from pathlib import Path
 
 from .. import paths
 from ..checkpoint import atomic_write
+from ..run_dir import REPORT as SNAPSHOT
+from ..run_dir import RunDir
 from .compare import comparison_folders, is_comparison, refresh_comparison
-from .experiment_state import SNAPSHOT, collect, experiment_names, format_time
+from .experiment_state import collect, experiment_names, format_time
 from .html import PAGE, experiment_html, index_html, index_row
 from .compare_html import comparison_row
 
@@ -38,13 +40,13 @@ def _write(path: Path, text: str) -> None:
 
 def render_experiment(name: str) -> Path:
     """Write ``experiments/<name>/index.html`` and ``report.json``; returns the page's path."""
-    folder = paths.experiment_dir(name)
+    run_dir = RunDir(name)
     d = collect(name)
-    folder.mkdir(parents=True, exist_ok=True)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
     snapshot = {k: v for k, v in d.items() if k not in ("config",)}
-    _write(folder / SNAPSHOT, json.dumps(snapshot, indent=1, default=str) + "\n")
-    _write(folder / PAGE, experiment_html(d, folder))
-    return folder / PAGE
+    _write(run_dir.report, json.dumps(snapshot, indent=1, default=str) + "\n")
+    _write(run_dir.page, experiment_html(d, run_dir.path))
+    return run_dir.page
 
 
 def _holds_comparison(folder: Path) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 from .. import paths
 from ..checkpoint import atomic_write
 from ..errors import UserError
+from ..run_dir import PAGE, RunDir
 from .compare_html import METRICS, comparison_html
 from .compare_images import copy_grids, loss_overlay
 from .experiment_state import collect
@@ -130,7 +131,7 @@ def _member(name: str, live_states: bool) -> dict:
                    "compute_hours": hours, "accuracy": _number(evalv.get("conditional_accuracy")),
                    "classifier_fd": _number(evalv.get("classifier_fd")), "fid": _number(evalv.get("fid"))},
         "compute_unit": unit, "train_seconds": d.get("train_seconds"),
-        "page": paths.experiment_dir(name) / "index.html",
+        "page": RunDir(name).page,
     }
 
 
@@ -210,7 +211,7 @@ def write_comparison(names: list[str], out_dir: Path, title: str | None = None,
     grid_step, picks = choose_grids(members)
     grids = copy_grids(picks, out_dir, GRIDS)
     title = title or f"Comparison of {len(names)} experiment{'s' if len(names) > 1 else ''}"
-    page = out_dir / "index.html"
+    page = out_dir / PAGE
     data = {"request": request, "title": title, "metric": metric, "best": best, "grid_step": grid_step, "members": [
         {k: v for k, v in m.items() if k not in ("config", "samples", "jobs", "page")}
         | {"varied": varied.get(m["name"], {}), "grid": picks[m["name"]]["tag"] if m["name"] in picks else None}

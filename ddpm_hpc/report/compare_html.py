@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from .experiment_state import format_time
-from .html import _badge, _duration, _e, _img, _page, _src
+from .html import PAGE, _badge, _duration, _e, _img, _page, _src
 
 # --metric: (label, lower is better). "loss" is the final smoothed training loss; the eval metrics come from each
 # member's eval/*.json.
@@ -178,12 +178,12 @@ def comparison_row(folder: Path, root: Path) -> str:
         names = [m["name"] for m in data["members"]]
     except (OSError, ValueError, KeyError, TypeError):
         return ""
-    rel = "/".join(folder.relative_to(root).parts) + "/index.html"
+    rel = "/".join(folder.relative_to(root).parts) + f"/{PAGE}"
     label = METRICS.get(data.get("metric"), (data.get("metric"), True))[0]
     best = f"{_e(data['best'])} <span class='muted small'>by {_e(label)}</span>" if data.get("best") else ""
     shown = ", ".join(names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")
     try:
-        when = format_time((folder / "index.html").stat().st_mtime)
+        when = format_time((folder / PAGE).stat().st_mtime)
     except OSError:
         when = ""
     return (f'<tr><td><a href="{_src(rel)}">{_e(data.get("title") or folder.name)}</a></td>'

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .. import paths
 from ..checkpoint import atomic_write
-from .experiment_state import _read_metrics
+from ..run_dir import RunDir
 
 
 def _positive(value) -> bool:
@@ -18,7 +17,7 @@ def loss_overlay(names: list[str], path: Path, best: str | None) -> Path | None:
     """The smoothed loss of every member against step, log scale, in one PNG. None if no member logged any."""
     curves = []
     for name in names:
-        records = _read_metrics(paths.experiment_dir(name) / "metrics.jsonl")
+        records = RunDir(name).read_metrics()
         points = [(r["step"], r["loss_smooth"]) for r in records if _positive(r.get("loss_smooth"))]
         if points:
             curves.append((name, points))
@@ -61,7 +60,7 @@ def copy_grids(picks: dict[str, dict], out_dir: Path, sub: str) -> dict[str, str
     folder.mkdir(parents=True, exist_ok=True)
     rel = {}
     for name, s in picks.items():
-        src = paths.experiment_dir(name) / "samples" / f"{s['tag']}.png"
+        src = RunDir(name).samples / f"{s['tag']}.png"
         dst = folder / f"{name}--{s['tag']}.png"
         try:
             if not dst.is_file() or dst.stat().st_mtime < src.stat().st_mtime:

@@ -3,56 +3,27 @@ see ``ddpm_hpc/job_states.py``) and the last ``report.json`` snapshot."""
 
 from __future__ import annotations
 
-import json
 import socket
 import time
-from pathlib import Path
-
-import yaml
 
 from .. import job_states, paths
 from ..checkpoint import newest_file, recorded_hashes, step_of
+from ..run_dir import RunDir, read_json
 
-SNAPSHOT = "report.json"
 # A part-trained run is "in progress" while a job of it is alive, or (a run outside SLURM, with no jobs) while its
 # metrics file was written lately; otherwise "stopped", or "failed" when its last training job failed.
-SUBMITTED = "submitted_config.yaml"  # jobs/registry.py's snapshot of what make submit sent
 QUIET_AFTER_S = 15 * 60
-
-
-# Every reader tolerates missing or half-written files.
-def _read_json(path: Path, default=None):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return default
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    out = []
-    for line in _read_lines(path):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line being written right now
-        if isinstance(record, dict) and "step" in record:
-            out.append(record)
-    return out
 
 
 def _config(name: str) -> dict:
     """The config the run used (``config.json``, written by the trainer), else the one last submitted (a job that
     failed before it started training), else the YAML file as it is now."""
-    folder = paths.experiment_dir(name)
-    cfg = _read_json(folder / "config.json")
-    if isinstance(cfg, dict):
+    run_dir = RunDir(name)
+    cfg = run_dir.read_config()
+    if cfg is None:
+        cfg = run_dir.read_submitted_config()
+    if cfg is not None:
         return cfg
-    try:
-        submitted = yaml.safe_load((folder / SUBMITTED).read_text())
-        if isinstance(submitted, dict):
-            return submitted
-    except (OSError, ValueError, yaml.YAMLError):
-        pass
     try:
         from ..config import load_experiment
 
@@ -61,21 +32,10 @@ def _config(name: str) -> dict:
         return {}
 
 
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text().splitlines()
-    except OSError:
-        return []
-
-
 def _jobs(name: str, previous: dict, live_states: bool = True) -> list[dict]:
     """``jobs.json`` (written by ``jobs/`` at submission) with each job's state, as the registered job-state source
     decides it (``live_states=False``: without asking the scheduler again, e.g. for the index)."""
-    raw = _read_json(paths.experiment_dir(name) / "jobs.json", [])
-    if isinstance(raw, dict):
-        raw = raw.get("jobs", [])
-    jobs = [dict(j) for j in raw if isinstance(j, dict) and j.get("job_id") is not None] if isinstance(raw, list) \
-        else []
+    jobs = [dict(j) for j in RunDir(name).read_jobs(bare_list=True) if j.get("job_id") is not None]
     for j in jobs:
         j["job_id"] = str(j["job_id"])
         j["submitted"] = j.get("submitted") or j.get("submitted_at") or ""
@@ -104,10 +64,10 @@ def _checkpoint(name: str, previous: dict) -> dict | None:
 
 
 def _samples(name: str) -> list[dict]:
-    folder = paths.experiment_dir(name) / "samples"
+    folder = RunDir(name).samples
     out = []
     for meta in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        info = _read_json(meta)
+        info = read_json(meta)
         tag = meta.stem
         if not isinstance(info, dict) or not (folder / f"{tag}.png").is_file():
             continue
@@ -118,10 +78,10 @@ def _samples(name: str) -> list[dict]:
 
 
 def _evals(name: str) -> list[tuple[str, object]]:
-    folder = paths.experiment_dir(name) / "eval"
+    folder = RunDir(name).eval
     out = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        value = _read_json(path)
+        value = read_json(path)
         if value is not None:
             out.append((path.name, value))
     return out
@@ -134,10 +94,10 @@ def format_time(t: float) -> str:
 
 def collect(name: str, live_states: bool = True) -> dict:
     """Everything the page shows, as plain JSON-able data (also written to ``report.json``)."""
-    folder = paths.experiment_dir(name)
-    previous = _read_json(folder / SNAPSHOT, {}) or {}
+    run_dir = RunDir(name)
+    previous = read_json(run_dir.report, {}) or {}
     cfg = _config(name)
-    metrics = _read_metrics(folder / "metrics.jsonl")
+    metrics = run_dir.read_metrics()
     last = metrics[-1] if metrics else {}
     total = (cfg.get("train") or {}).get("steps")
     ckpt = _checkpoint(name, previous)
@@ -145,7 +105,7 @@ def collect(name: str, live_states: bool = True) -> dict:
     if ckpt and isinstance(ckpt.get("step"), int):
         done = max(done, ckpt["step"])
     try:
-        updated = (folder / "metrics.jsonl").stat().st_mtime
+        updated = run_dir.metrics.stat().st_mtime
     except OSError:
         updated = None
     jobs = _jobs(name, previous, live_states)

@@ -8,10 +8,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .. import job_states
-from .experiment_state import SNAPSHOT
+from ..run_dir import CONFIG, EVAL, FORWARD_FIGURE, JOBS, LOGS, LOSS_PLOT, METRICS, PAGE, REPORT, SAMPLES, TENSORBOARD
 from .sweep_html import is_sweep, sweep_block
 
-PAGE = "index.html"
 MAX_PREVIEWS = 12  # newest preview grids shown; the rest stay in samples/
 
 CSS = """
@@ -203,8 +202,8 @@ SAMPLE_KEYS = ("sampler", "steps", "nfe_per_image", "guidance", "eta", "seed", "
 def _sample_figure(s: dict, folder: Path) -> str:
     tag, info = s["tag"], s["info"]
     caption = f"<b>{_e(tag)}</b>"
-    links = [f'<a href="{_src("samples/" + tag + ext)}">{ext[1:]}</a>' for ext in (".json", ".safetensors")
-             if (folder / "samples" / f"{tag}{ext}").is_file()]
+    links = [f'<a href="{_src(f"{SAMPLES}/{tag}{ext}")}">{ext[1:]}</a>' for ext in (".json", ".safetensors")
+             if (folder / SAMPLES / f"{tag}{ext}").is_file()]
     caption += f' <span class="small">({" · ".join(links)})</span>' if links else ""
     shown = [(k, info[k]) for k in SAMPLE_KEYS if k in info]
     rest = [(k, v) for k, v in info.items() if k not in SAMPLE_KEYS and k not in ("experiment", "step", "trajectory")]
@@ -212,10 +211,11 @@ def _sample_figure(s: dict, folder: Path) -> str:
     if rest:
         caption += f"<details><summary>all metadata</summary>{_kv_table(rest)}</details>"
     traj, extra = info.get("trajectory"), ""
-    if isinstance(traj, str) and (folder / "samples" / traj).is_file():
+    if isinstance(traj, str) and (folder / SAMPLES / traj).is_file():
+        rel = f"{SAMPLES}/{traj}"
         extra = (f'<div class="small muted">denoising trajectory x<sub>T</sub> … x<sub>0</sub> (rows: samples)</div>'
-                 f'<a href="{_src("samples/" + traj)}">{_img("samples/" + traj, folder, f"trajectory {tag}")}</a>')
-    return _figure(f"samples/{tag}.png", folder, caption, f"samples {tag}", extra)
+                 f'<a href="{_src(rel)}">{_img(rel, folder, f"trajectory {tag}")}</a>')
+    return _figure(f"{SAMPLES}/{tag}.png", folder, caption, f"samples {tag}", extra)
 
 
 def _samples_section(d: dict, folder: Path) -> str:
@@ -233,7 +233,7 @@ def _samples_section(d: dict, folder: Path) -> str:
         previews.sort(key=lambda s: s["step"], reverse=True)
         more = len(previews) - MAX_PREVIEWS
         previews = previews[:MAX_PREVIEWS]
-        figs = "".join(_figure(f"samples/{s['tag']}.png", folder,
+        figs = "".join(_figure(f"{SAMPLES}/{s['tag']}.png", folder,
                                f"step {_e(s['step'])} · {_e(s['info'].get('sampler', ''))} "
                                f"{_e(s['info'].get('steps', ''))} steps", f"preview {s['tag']}", min_width=140)
                        for s in previews)
@@ -248,7 +248,7 @@ def _evals_section(d: dict, folder: Path) -> str:
         return ""
     out = "<h2>Evaluation</h2>"
     for fname, value in d["evals"]:
-        out += f'<h3><a href="{_src("eval/" + fname)}">{_e(fname)}</a></h3>'
+        out += f'<h3><a href="{_src(f"{EVAL}/{fname}")}">{_e(fname)}</a></h3>'
         if is_sweep(fname, value):
             out += sweep_block(fname, value, folder)
         elif isinstance(value, dict):
@@ -278,19 +278,19 @@ def _config_section(cfg: dict) -> str:
 def experiment_html(d: dict, folder: Path) -> str:
     """``experiments/<name>/index.html`` from ``collect``'s data ``d``; ``folder`` is the experiment's output folder."""
     name = d["experiment"]
-    body = (f'<p class="small"><a href="../index.html">← all experiments</a></p><h1>{_e(name)}</h1>'
+    body = (f'<p class="small"><a href="../{PAGE}">← all experiments</a></p><h1>{_e(name)}</h1>'
             f'<p class="muted">{_e(d["description"])}</p>')
     body += _state_section(d)
-    figs = _figure("loss.png", folder, "training loss (log scale): mean per log interval and smoothed", "loss curve")
-    figs += _figure("forward_process.png", folder, "forward process: x<sub>0</sub>, x<sub>t</sub>, the noise, and "
+    figs = _figure(LOSS_PLOT, folder, "training loss (log scale): mean per log interval and smoothed", "loss curve")
+    figs += _figure(FORWARD_FIGURE, folder, "forward process: x<sub>0</sub>, x<sub>t</sub>, the noise, and "
                     "the network's prediction of it", "forward process")
     body += "<h2>Training</h2>" + (f"<div class='grid'>{figs}</div>" if figs else
                                    '<p class="muted">No plots yet (loss.png is written at the first checkpoint).</p>')
     body += _samples_section(d, folder)
     body += _evals_section(d, folder)
     body += _config_section(d["config"])
-    files = [f for f in ("metrics.jsonl", "config.json", "jobs.json", SNAPSHOT) if (folder / f).is_file()]
-    files += [f"{sub}/" for sub in ("logs", "samples", "eval", "tensorboard") if (folder / sub).is_dir()]
+    files = [f for f in (METRICS, CONFIG, JOBS, REPORT) if (folder / f).is_file()]
+    files += [f"{sub}/" for sub in (LOGS, SAMPLES, EVAL, TENSORBOARD) if (folder / sub).is_dir()]
     if files:
         body += "<h2>Files</h2><p>" + " · ".join(f'<a href="{_src(f)}">{_e(f)}</a>' for f in files) + "</p>"
     body += f'<p class="muted small">Rendered {_e(d["rendered"])} on {_e(d["rendered_on"])} by ' \
@@ -309,7 +309,7 @@ def index_row(name: str, d: dict | None, folder: Path) -> str:
     thumb = ""
     if finals:
         s = max(finals, key=lambda s: (s["step"], s["mtime"]))
-        rel = f"{name}/samples/{s['tag']}.png"
+        rel = f"{name}/{SAMPLES}/{s['tag']}.png"
         thumb = f'<a href="{_e(page)}"><img src="{_src(rel, s["mtime"])}" alt="{_e(s["tag"])}" ' \
                 f'style="height:90px;image-rendering:pixelated"></a>'
     ck = d.get("checkpoint")

@@ -7,6 +7,8 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
+from ..run_dir import EVAL
+
 
 def is_sweep(fname: str, value) -> bool:
     return fname.startswith("sweep-") and isinstance(value, dict) and isinstance(value.get("points"), list)
@@ -31,8 +33,8 @@ def sweep_block(fname: str, table: dict, folder: Path) -> str:
     """Figure (when the PNG is there) + one row per point, the preset's default first-marked with ★."""
     plot = str(table.get("plot") or fname.replace(".json", ".png"))
     out = ""
-    if (folder / "eval" / plot).is_file():
-        src = _e("eval/" + quote(plot) + f"?v={int((folder / 'eval' / plot).stat().st_mtime)}")
+    if (folder / EVAL / plot).is_file():
+        src = _e(f"{EVAL}/" + quote(plot) + f"?v={int((folder / EVAL / plot).stat().st_mtime)}")
         out += (f'<figure><a href="{src}"><img src="{src}" alt="frontier {_e(fname)}" style="max-width:100%"></a>'
                 f"<figcaption>conditional accuracy against each distance as a multiple of its real-data floor; "
                 f"numbers: network evaluations per image; ★ the preset's default</figcaption></figure>")
