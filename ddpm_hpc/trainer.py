@@ -23,12 +23,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__, cadence, checkpoint, paths, state
-from .config import Experiment, experiment_from_json
+from .config import Experiment
 from .data import BatchSampler, load_dataset, to_model_range
 from .devices import deterministic_mode, resolve_device
 from .distributed import DistContext, sync_batchnorm
 from .ema import EMA
-from .errors import CheckpointMismatch, TrainingDiverged
+from .errors import TrainingDiverged
+from .identity import check_same_experiment
 from .fast_paths import AUTOCAST, autocast, compile_model, grad_scaler, make_adam, resolved_precision
 from .logging_utils import Progress, format_seconds, log
 from .models import build_model
@@ -37,8 +38,6 @@ from .run_files import REWOUND, archive_previous_run, mark_restart, restarted_un
 from .schedules import make_schedule
 
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
-# Parts of the config that define what is being trained: a checkpoint made under other values is refused.
-IDENTITY = {"model": None, "diffusion": None, "data": ("dataset", "seed", "batch_size"), "train": ("seed",)}
 
 
 @dataclass
@@ -72,29 +71,6 @@ class StopFlag:
 def step_seed(seed: int, step: int) -> int:
     """The seed of step s's generator: reseeded from (seed, step) so no RNG state has to survive a restart."""
     return seed * 1_000_003 + step + 1
-
-
-def identity_of(exp: Experiment) -> dict:
-    full = exp.to_dict()
-    return {sec: full[sec] if keys is None else {k: full[sec][k] for k in keys} for sec, keys in IDENTITY.items()}
-
-
-def _json_lists(value):
-    return json.loads(json.dumps(value))
-
-
-def check_same_experiment(exp: Experiment, ckpt: checkpoint.Checkpoint) -> None:
-    try:
-        stored = experiment_from_json(ckpt.metadata["config"])
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise checkpoint.CorruptCheckpoint(f"{ckpt.path.name}: stored config is not valid JSON") from None
-    ours, theirs = _json_lists(identity_of(exp)), _json_lists(identity_of(stored))
-    for section, values in ours.items():
-        for key, value in values.items():
-            if theirs[section][key] != value:
-                raise CheckpointMismatch(
-                    f"{ckpt.path} was trained with {section}.{key}={theirs[section][key]!r}, but {exp.name} now "
-                    f"says {value!r}; set train.restart=true to start over (the old checkpoints are kept aside)")
 
 
 class Run:

@@ -15,9 +15,11 @@ from types import SimpleNamespace
 import yaml
 
 from ddpm_hpc import paths
-from ddpm_hpc.checkpoint import CorruptCheckpoint, atomic_write, newest_file, read_metadata
+from ddpm_hpc.checkpoint import CorruptCheckpoint, newest_file, read_metadata
 from ddpm_hpc.config import Experiment, experiment_from_json, load_experiment
 from ddpm_hpc.errors import ConfigError, UserError
+from ddpm_hpc.identity import check_same_experiment
+from ddpm_hpc.safe_write import atomic_write
 
 from . import registry, slurm
 from .executor import check_slurm_config, make_executor, sbatch_parameters, sbatch_script, world_size
@@ -40,8 +42,6 @@ def check_checkpoint_matches(exp: Experiment) -> None:
     try:
         metadata = read_metadata(path)
         if "config" in metadata:
-            from ddpm_hpc.trainer import check_same_experiment  # imports torch: only when there is a checkpoint
-
             check_same_experiment(exp, SimpleNamespace(path=path, metadata=metadata))
     except (OSError, ValueError, CorruptCheckpoint):
         return  # unreadable file or stored config: the job's own loader reports and skips it
