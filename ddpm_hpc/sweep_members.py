@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from . import paths
-from .checkpoint import atomic_write
+from .safe_write import atomic_write
 from .config import (Experiment, available_experiments, build_experiment, experiment_file_data, load_experiment,
                      with_cluster_defaults, with_overrides)
 from .errors import ConfigError

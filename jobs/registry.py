@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ddpm_hpc import paths
-from ddpm_hpc.checkpoint import atomic_write
+from ddpm_hpc.safe_write import atomic_write
 
 REGISTRY = "jobs.json"
 EVENTS = "events.jsonl"

@@ -8,7 +8,7 @@ Run as a script, this module is the ``ddpm-hpc`` command line with one addition 
 - ``renamed``: right after the new ``step-N.safetensors`` is renamed into place, before ``latest.json`` is rewritten,
 - ``pointer``: halfway through writing the temporary ``latest.json`` file.
 
-The kill is a real SIGKILL from inside the real write path (``checkpoint.atomic_write``), not a simulation of it.
+The kill is a real SIGKILL from inside the real write path (``safe_write.atomic_write``), not a simulation of it.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def complete_files_only(folder: Path) -> list[str]:
 
 
 def _install_crash(spec: str) -> None:
-    from ddpm_hpc import checkpoint
+    from ddpm_hpc import checkpoint, safe_write
 
     point, _, n = spec.partition(":")
     target, count = int(n or 1), {"n": 0}
@@ -210,8 +210,8 @@ def _install_crash(spec: str) -> None:
                 if count["n"] == target:
                     die()
 
-    checkpoint.open = crash_open  # module global: shadows the builtin inside checkpoint.py only
-    checkpoint.os = CrashOs()
+    safe_write.open = crash_open  # module global: shadows the builtin inside safe_write.py only
+    safe_write.os = CrashOs()
 
 
 if __name__ == "__main__":

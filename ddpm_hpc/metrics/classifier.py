@@ -28,7 +28,7 @@ from safetensors.torch import save as save_bytes
 from torch import nn
 
 from .. import paths
-from ..checkpoint import atomic_write
+from ..safe_write import atomic_write
 from ..data import to_model_range
 from ..errors import UserError
 from ..logging_utils import log

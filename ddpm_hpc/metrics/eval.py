@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 
 from .. import paths
-from ..checkpoint import atomic_write
+from ..safe_write import atomic_write
 from ..config import Experiment
 from ..distributed import DistContext
 from ..errors import UserError

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import paths
-from ..checkpoint import atomic_write
+from ..safe_write import atomic_write
 from ..config import Experiment, build_experiment, with_overrides
 from ..distributed import DistContext
 from ..errors import ConfigError

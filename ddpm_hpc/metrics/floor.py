@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write
+from ..safe_write import atomic_write
 from ..data import load_dataset
 from .frechet import frechet_distance, gaussian_stats
 

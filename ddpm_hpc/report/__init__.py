@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from .. import paths
-from ..checkpoint import atomic_write
+from ..safe_write import atomic_write
 from .compare import comparison_folders, is_comparison, refresh_comparison
 from .experiment_state import SNAPSHOT, collect, experiment_names, format_time
 from .html import PAGE, experiment_html, index_html, index_row

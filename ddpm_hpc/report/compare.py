@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from .. import paths
-from ..checkpoint import atomic_write
+from ..safe_write import atomic_write
 from ..errors import UserError
 from .compare_html import METRICS, comparison_html
 from .compare_images import copy_grids, loss_overlay

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from .. import paths
-from ..checkpoint import atomic_write
+from ..safe_write import atomic_write
 from .experiment_state import _read_metrics
 
 
