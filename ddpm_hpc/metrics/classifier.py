@@ -28,10 +28,10 @@ from safetensors.torch import save as save_bytes
 from torch import nn
 
 from .. import paths
-from ..safe_write import atomic_write
 from ..data import to_model_range
 from ..errors import UserError
 from ..logging_utils import log
+from ..safe_write import atomic_write
 from .floor import NOTE, FeatureSetup, class_counts, eval_setup, floor_distance, layout_name, ratio, \
     real_splits
 from .frechet import gaussian_stats

@@ -27,11 +27,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 
 from .. import paths
-from ..safe_write import atomic_write
 from ..config import Experiment
 from ..distributed import DistContext
 from ..errors import UserError
 from ..logging_utils import log
+from ..safe_write import atomic_write
 from ..sampling import NUM_CLASSES, Loaded, class_blocks, load_for_sampling, sample_images, sample_tag
 from ..devices import resolve_device
 from . import classifier, fid  # noqa: F401 - tests patch them through this module

@@ -34,8 +34,8 @@ from safetensors.torch import save as save_bytes
 from torch import nn
 
 from .. import paths
-from ..safe_write import atomic_write
 from ..errors import UserError
+from ..safe_write import atomic_write
 from .floor import NOTE as FLOOR_NOTE
 from .floor import FeatureSetup, class_counts, eval_setup, floor_distance, layout_name, ratio, real_splits
 from .frechet import frechet_distance, gaussian_stats

@@ -34,8 +34,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..safe_write import atomic_write
 from ..data import load_dataset
+from ..safe_write import atomic_write
 from .frechet import frechet_distance, gaussian_stats
 
 DIGITS_HELDOUT = 0.2  # digits has no test split: this fraction (a fixed permutation) is held out
