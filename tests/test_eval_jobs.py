@@ -55,7 +55,7 @@ def test_make_eval_submits_where_sbatch_is_and_runs_here_otherwise(tmp_path):
 
 def test_submit_eval_registers_an_eval_job(roots, capsys):  # noqa: F811
     from jobs.status import experiment_status
-    from jobs.tasks import EvalJob
+    from jobs.eval_tasks import EvalJob
 
     checkpoints_without_pointer(roots, load_experiment("tiny").to_json())
     assert cli_main(["submit-eval", "tiny", "sample.steps=4", "--n", "30"]) == 0
@@ -76,7 +76,7 @@ def test_submit_eval_registers_an_eval_job(roots, capsys):  # noqa: F811
 
 
 def test_submit_eval_sweep_checks_every_point_first(roots, capsys):  # noqa: F811
-    from jobs.tasks import EvalJob
+    from jobs.eval_tasks import EvalJob
 
     checkpoints_without_pointer(roots, load_experiment("tiny").to_json())  # a DDPM model, T=50
     for grid, named in ((["sample.sampler=ddim,euler"], "sample.sampler=euler"),
@@ -108,7 +108,7 @@ def test_the_classifier_as_a_job(roots, capsys):  # noqa: F811
     """submit-classifier records a classifier job; the job itself (run here, in-process) trains the classifier of the
     experiment's dataset and records its events; an existing classifier is refused before submitting."""
     from jobs import registry
-    from jobs.tasks import ClassifierJob
+    from jobs.eval_tasks import ClassifierJob
 
     from ddpm_hpc.metrics.classifier import weights_path
 
