@@ -8,7 +8,7 @@
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]     OUT_DIR: default $OUT (the device tool's), else benchmarks/results
 #
-# It needs only a Python with torch (CUDA), torchvision, safetensors, pyyaml, einops, matplotlib, scikit-learn and
+# It needs only a Python with torch (CUDA), torchvision, safetensors, pyyaml, matplotlib, scikit-learn and
 # pytest: the repository's .venv if there is one, else python3 (PYTHON=... to choose). Logs, the GPU's description
 # and the benchmark's JSON land in OUT_DIR. Exit status: non-zero if the tests or the benchmark failed.
 set -uo pipefail

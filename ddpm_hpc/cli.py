@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from . import paths
-from .config import available_experiments, load_experiment
+from .config import load_experiment
+from .config_files import available_experiments
 from .errors import UserError
 from .logging_utils import survive_closed_stdout
 

@@ -1,29 +1,25 @@
 """Experiment files: YAML -> validated, frozen dataclasses.
 
-Config flows one way: ``load_experiment`` reads ``experiments/<name>.yaml`` (with ``yaml.safe_load``), merges the
-cluster defaults (``experiments/_cluster.yaml`` or ``$DDPM_HPC_CLUSTER_CONFIG``) under its ``slurm:`` section, applies
-command-line overrides (``train.steps=100``), and validates everything into an :class:`Experiment`. Every mistake is a
+Config flows one way: ``load_experiment`` reads ``experiments/<name>.yaml`` (with ``yaml.safe_load``; the reading is
+in ``config_files.py``), merges the cluster defaults (``experiments/_cluster.yaml`` or ``$DDPM_HPC_CLUSTER_CONFIG``)
+under its ``slurm:`` section, applies command-line overrides (``train.steps=100``), and validates everything into an
+:class:`Experiment` (each field by ``config_checks.py``, the rules across sections here). Every mistake is a
 :class:`ConfigError` of one line that names the file and the key.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import json
-import math
-import os
 import re
-import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Optional, Union
-
-import yaml
+from typing import Literal, Optional, Union
 
 from . import paths
+from .config_checks import build_section, closest
+from .config_files import experiment_file_data, with_cluster_defaults, with_overrides
 from .errors import ConfigError
 
 SEED = 2**32 - 1  # the largest seed: step seeds (seed * 1_000_003 + step) must stay within torch's 64 bits
@@ -177,109 +173,7 @@ SECTIONS = {k: v for k, v in typing.get_type_hints(Experiment).items() if k not 
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Validation
-
-
-def _closest(key: str, valid) -> str:
-    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
-    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(valid)}"
-
-
-def _finite(value: int | float, where: str) -> float:
-    """NaN and infinity pass every range check (all comparisons with NaN are false): refuse them here."""
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond float range
-        number = math.inf
-    if not math.isfinite(number):
-        raise ConfigError(f"{where}: {value!r} is not a finite number")
-    return number
-
-
-_KIND = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check ``value`` against the type ``hint``; convert the few safe cases (int -> float, list -> tuple)."""
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        allowed = typing.get_args(hint)
-        if value not in allowed:
-            raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None and len(args) < len(typing.get_args(hint)):  # Optional[...]
-            return None
-        if len(args) == 1:
-            return _coerce(value, args[0], where)
-        for arg in args:  # e.g. int | Literal["auto"]: the first type that takes the value
-            with contextlib.suppress(ConfigError):
-                return _coerce(value, arg, where)
-        kinds = [" or ".join(map(str, typing.get_args(a))) if typing.get_origin(a) is Literal else _KIND.get(a, str(a))
-                 for a in args]
-        raise ConfigError(f"{where}: expected {' or '.join(kinds)}, got {value!r}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        item = typing.get_args(hint)[0]
-        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
-        if abs(value) >= 2**63:
-            raise ConfigError(f"{where}: {value} is too large for a 64-bit integer")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # PyYAML (YAML 1.1) reads `1e-4` without a dot as text
-            with contextlib.suppress(ValueError):
-                value = float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return _finite(value, where)
-    if hint is str:
-        if isinstance(value, int) and not isinstance(value, bool):  # e.g. sample.checkpoint=5000
-            return str(value)
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected text, got {value!r}")
-        return value
-    if hint is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        for key, item in value.items():
-            if isinstance(item, float):
-                _finite(item, f"{where}.{key}")
-        return dict(value)
-    raise TypeError(f"unsupported config type {hint!r}")  # a bug in this file, not a user error
-
-
-def _build(cls, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            raise ConfigError(f"{where}: unknown key '{key}'{_closest(str(key), fields)}")
-        field_where = f"{where}.{key}"
-        value = _coerce(value, hints[key], field_where)
-        lo, hi = fields[key].metadata.get("min"), fields[key].metadata.get("max")
-        if not isinstance(value, (int, float)):  # a word such as auto: its range is its list of choices
-            lo = hi = None
-        if lo is not None and value is not None and value < lo:
-            raise ConfigError(f"{field_where}: {value!r} is too small; must be >= {lo}")
-        if hi is not None and value is not None and value > hi:
-            raise ConfigError(f"{field_where}: {value!r} is too large; must be <= {hi}")
-        check = fields[key].metadata.get("check")
-        if check and value is not None:
-            check(value, field_where)
-        kwargs[key] = value
-    return cls(**kwargs)
+# Validation (each field's type and range: config_checks.py; the file reading: config_files.py)
 
 
 def _check_consistency(exp: Experiment, where: str) -> None:
@@ -312,139 +206,21 @@ def _check_consistency(exp: Experiment, where: str) -> None:
         raise ConfigError(f"{where}: model.channels for seed_unet needs 5 widths (4 skip levels + bottleneck)")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.safe_load``'s loader, except that a key given twice in one mapping is an error (PyYAML keeps the last
-    value silently). Keys brought in by a ``<<:`` merge may still be overridden, as YAML intends."""
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen: dict = {}
-            for key_node, _ in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} appears twice (first on line {seen[key] + 1})", key_node.start_mark)
-                seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep)
-
-
-def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only, never Python objects
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    at = f" (line {mark.line + 1})" if mark else ""
-    return f"not valid YAML{at}: {getattr(exc, 'problem', None) or exc}"
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """``["train.steps=100", "sample.sampler=ddim"]`` -> nested dict; values are parsed as YAML scalars."""
-    tree: dict = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected key.sub=value, e.g. train.steps=100")
-        try:
-            value = _load_yaml(raw) if raw != "" else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: {_yaml_problem(exc)}") from None
-        node = tree
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a section")
-        node[parts[-1]] = value
-    return tree
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "additional":
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = _load_yaml(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return data
-
-
-def cluster_defaults_file() -> Path:
-    """``$DDPM_HPC_CLUSTER_CONFIG`` (which must exist when set), else ``experiments/_cluster.yaml`` (optional)."""
-    chosen = os.environ.get("DDPM_HPC_CLUSTER_CONFIG")
-    if not chosen:
-        return paths.experiments_root() / "_cluster.yaml"
-    path = Path(chosen).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"DDPM_HPC_CLUSTER_CONFIG={chosen}: no such file; fix the path or unset the variable")
-    return path
-
-
-def available_experiments() -> list[str]:
-    root = paths.existing_experiments_root()
-    return sorted(p.stem for p in root.glob("*.yaml") if not p.stem.startswith("_") and p.is_file())
-
-
 def build_experiment(name: str, data: dict, where: str) -> Experiment:
     """Validate a raw mapping (file contents merged with overrides) into an Experiment."""
     valid_top = ["description", *SECTIONS]
     sections = {}
     for key, value in data.items():
         if key not in valid_top:
-            raise ConfigError(f"{where}: unknown section '{key}'{_closest(str(key), valid_top)}")
+            raise ConfigError(f"{where}: unknown section '{key}'{closest(str(key), valid_top)}")
         if key == "description":
             if not isinstance(value, str):
                 raise ConfigError(f"{where}: description: expected text")
             continue
-        sections[key] = _build(SECTIONS[key], value or {}, f"{where}: {key}")
+        sections[key] = build_section(SECTIONS[key], value or {}, f"{where}: {key}")
     exp = Experiment(name=name, description=data.get("description", ""), **sections)
     _check_consistency(exp, where)
     return exp
-
-
-def experiment_file_data(name: str) -> dict:
-    """The raw mapping of ``experiments/<name>.yaml`` as written (no cluster defaults, no overrides)."""
-    path = paths.experiment_file(name)
-    if not path.is_file():
-        names = available_experiments()
-        match = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
-        hint = (f"; did you mean '{match[0]}'?" if match else "") + \
-            (f"; available experiments: {', '.join(names)}" if names else "; there are no experiment files")
-        raise ConfigError(f"no experiment '{name}' in {path.parent}{hint}")
-    return _read_yaml(path)
-
-
-def with_cluster_defaults(data: dict) -> dict:
-    """``data`` with the cluster defaults merged under its ``slurm:`` section."""
-    defaults = cluster_defaults_file()
-    if defaults.is_file():
-        cluster = _read_yaml(defaults)
-        unknown = set(cluster) - {"slurm"}
-        if unknown:
-            raise ConfigError(f"{defaults}: only a 'slurm' section is allowed, found {sorted(unknown)}")
-        data = _merge({"slurm": cluster.get("slurm") or {}}, data)
-    return data
-
-
-def with_overrides(data: dict, overrides: list[str]) -> dict:
-    """``data`` with ``section.key=value`` overrides merged over it."""
-    return _merge(data, parse_overrides(overrides)) if overrides else data
 
 
 def load_experiment(name: str, overrides: list[str] | None = None) -> Experiment:

@@ -15,7 +15,8 @@ from .logging_utils import log
 from .report import refresh as refresh_report
 from .run_dir import RunDir
 from .sampling import sample_experiment
-from .trainer import Run, StopFlag, TrainOutcome, train
+from .stop_signals import StopFlag
+from .trainer import Run, TrainOutcome, train
 
 
 def refresh_loss_plot(exp: Experiment) -> Path | None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from . import paths
-from .checkpoint import atomic_write
+from .safe_write import atomic_write
 
 METRICS = "metrics.jsonl"
 REWOUND = "metrics.rewound.jsonl"

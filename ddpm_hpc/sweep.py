@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .config import SECTIONS, _read_yaml, parse_overrides
+from .config import SECTIONS
+from .config_files import parse_overrides, read_yaml
 from .errors import ConfigError
 from .sweep_grid import UNSAFE, grid_points, name_part, override, parse_grid, short_keys, split_values, value_text
 
@@ -210,7 +211,7 @@ def load_sweep(name: str) -> Sweep:
         hint = (f"; did you mean '{match[0]}'?" if match else "") + \
             (f"; sweeps: {', '.join(names)}" if names else f"; there are no sweep files in {path.parent}")
         raise ConfigError(f"no sweep '{name}' in {path.parent}{hint}")
-    return sweep_from_dict(name, _read_yaml(path), str(path))
+    return sweep_from_dict(name, read_yaml(path), str(path))
 
 
 def sweep_from_grid(base: str, items: list[str], name: str | None = None, seeds: int | None = None,

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .config import parse_overrides
+from .config_files import parse_overrides
 from .errors import ConfigError
 
 UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")  # what an experiment name may not contain (paths.check_name)
@@ -39,7 +39,8 @@ def split_values(text: str) -> list[str]:
 
 def parse_grid(items: list[str]) -> dict[str, list]:
     """``["train.lr=1e-4,3e-4", "model.channels=[32,64,64],[64,128,128]"]`` -> ``{key: [values]}``; values are
-    YAML like ``config.parse_overrides``'. Keys are checked later (:func:`check_key`), with the closest valid key."""
+    YAML like ``config_files.parse_overrides``'. Keys are checked later (:func:`check_key`), with the closest valid
+    key."""
     grid: dict[str, list] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -97,7 +98,7 @@ def grid_points(grid: dict[str, list]) -> list[dict[str, Any]]:
 
 
 def override(key: str, value: Any) -> str:
-    """``section.key=<value as flow YAML>``, read back by ``config.parse_overrides`` as the same value."""
+    """``section.key=<value as flow YAML>``, read back by ``config_files.parse_overrides`` as the same value."""
     text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
     if text.endswith("\n...") or text.endswith("..."):
         text = text.rsplit("\n", 1)[0].strip()

@@ -19,10 +19,10 @@ from pathlib import Path
 import yaml
 
 from . import paths
-from .checkpoint import atomic_write
-from .config import (Experiment, available_experiments, build_experiment, experiment_file_data, load_experiment,
-                     with_cluster_defaults, with_overrides)
+from .config import Experiment, build_experiment, load_experiment
+from .config_files import available_experiments, experiment_file_data, with_cluster_defaults, with_overrides
 from .errors import ConfigError
+from .safe_write import atomic_write
 from .sweep import Member, Sweep, expand
 
 RECORD = "sweep.json"  # experiments/<sweep>/sweep.json

@@ -5,15 +5,13 @@ step s are pure functions of (seed, s), so a resumed run continues exactly as if
 SIGTERM and SIGINT only set a flag; the loop saves at the next step boundary and returns ``interrupted`` (with several
 ranks, at the next step where they compare flags, about a second later: every rank stops at the same step; see
 ``cadence.py``, which also holds the save cadence).
+
+``train()`` reads as its steps: resume, set up the output folder, the loop (its bookkeeping in ``train_loop.py``:
+metrics lines, the stop agreement, saves), the end. A ``Run`` saves and restores itself through ``run_state.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,24 +20,22 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import __version__, cadence, checkpoint, paths, state
-from .config import Experiment, experiment_from_json
+from . import cadence, checkpoint, paths
+from .config import Experiment
 from .data import BatchSampler, load_dataset, to_model_range
 from .devices import deterministic_mode, resolve_device
 from .distributed import DistContext, sync_batchnorm
 from .ema import EMA
-from .errors import CheckpointMismatch, TrainingDiverged
 from .fast_paths import AUTOCAST, autocast, compile_model, grad_scaler, make_adam, resolved_precision
-from .logging_utils import Progress, format_seconds, log
+from .logging_utils import format_seconds, log
 from .models import build_model
 from .objectives import Share, drop_labels, make_objective
 from .run_dir import RunDir
 from .run_files import archive_previous_run, mark_restart, restarted_under
+from .run_state import RunState
 from .schedules import make_schedule
-
-STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
-# Parts of the config that define what is being trained: a checkpoint made under other values is refused.
-IDENTITY = {"model": None, "diffusion": None, "data": ("dataset", "seed", "batch_size"), "train": ("seed",)}
+from .stop_signals import StopFlag
+from .train_loop import TrainLoop
 
 
 @dataclass
@@ -50,55 +46,12 @@ class TrainOutcome:
     checkpoint: Path | None = None
 
 
-class StopFlag:
-    """Signal handlers that only record the signal; the loop acts on it at a step boundary."""
-
-    def __init__(self, signals=STOP_SIGNALS):
-        self.signals, self.received, self._previous = signals, None, {}
-
-    def __enter__(self):
-        for sig in self.signals:
-            with contextlib.suppress(ValueError):  # not in the main thread: no handlers, no flag
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def step_seed(seed: int, step: int) -> int:
     """The seed of step s's generator: reseeded from (seed, step) so no RNG state has to survive a restart."""
     return seed * 1_000_003 + step + 1
 
 
-def identity_of(exp: Experiment) -> dict:
-    full = exp.to_dict()
-    return {sec: full[sec] if keys is None else {k: full[sec][k] for k in keys} for sec, keys in IDENTITY.items()}
-
-
-def _json_lists(value):
-    return json.loads(json.dumps(value))
-
-
-def check_same_experiment(exp: Experiment, ckpt: checkpoint.Checkpoint) -> None:
-    try:
-        stored = experiment_from_json(ckpt.metadata["config"])
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise checkpoint.CorruptCheckpoint(f"{ckpt.path.name}: stored config is not valid JSON") from None
-    ours, theirs = _json_lists(identity_of(exp)), _json_lists(identity_of(stored))
-    for section, values in ours.items():
-        for key, value in values.items():
-            if theirs[section][key] != value:
-                raise CheckpointMismatch(
-                    f"{ckpt.path} was trained with {section}.{key}={theirs[section][key]!r}, but {exp.name} now "
-                    f"says {value!r}; set train.restart=true to start over (the old checkpoints are kept aside)")
-
-
-class Run:
+class Run(RunState):
     """Everything a training run holds; built from an Experiment, saved to and restored from flat tensors."""
 
     def __init__(self, exp: Experiment, ctx: DistContext = DistContext(), log_fn=log):
@@ -142,64 +95,6 @@ class Run:
         self.loss_sum = torch.zeros((), device=self.device)  # losses since the last metrics line (its "loss")
         self.log_window_start = 0  # the step of the last metrics line
         self.wall_seconds = 0.0  # training time summed over all (re)starts
-
-    # -- checkpoint state ---------------------------------------------------------------------------------------
-    def tensors(self) -> dict[str, torch.Tensor]:
-        tensors = state.module_tensors("model", self.model)
-        if self.ema:
-            tensors.update(state.module_tensors("ema", self.ema.model))
-        optim, self._param_groups = state.optimizer_tensors(self.optimizer)
-        tensors.update(optim)
-        tensors.update(state.rng_tensors())
-        tensors.update(state.scaler_tensors(self.scaler))
-        tensors["train.loss_smooth"] = self.loss_smooth.detach().float().reshape(())
-        tensors["train.loss_sum"] = self.loss_sum.detach().float().reshape(())
-        tensors["train.log_window_start"] = torch.tensor(self.log_window_start, dtype=torch.int64)
-        tensors["data.next_step"] = torch.tensor(self.step, dtype=torch.int64)  # the batch the run continues with
-        return tensors
-
-    def metadata(self) -> dict[str, str]:
-        return {"format": "ddpm-hpc/1", "step": str(self.step), "config": self.exp.to_json(),
-                "experiment": self.exp.name, "optim.param_groups": self._param_groups,
-                "ema.updates": str(self.ema.updates if self.ema else 0), "wall_seconds": f"{self.wall_seconds:.3f}",
-                "world_size": str(self.ctx.world_size), "versions": json.dumps(
-                    {"ddpm_hpc": __version__, "torch": torch.__version__})}
-
-    def validate(self, ckpt: checkpoint.Checkpoint) -> None:
-        if ckpt.metadata.get("format") != "ddpm-hpc/1" or "config" not in ckpt.metadata:
-            raise checkpoint.CorruptCheckpoint(f"{ckpt.path.name}: not a ddpm-hpc training checkpoint")
-        check_same_experiment(self.exp, ckpt)  # a different experiment is refused outright, not skipped
-        state.check_module(ckpt, "model", self.model)
-        if self.ema and any(k.startswith("ema.") for k in ckpt.tensors):
-            state.check_module(ckpt, "ema", self.ema.model)
-        state.check_optimizer(ckpt, self.optimizer, ckpt.metadata.get("optim.param_groups"))
-        window = ("train.loss_sum", "train.log_window_start") if "train.loss_sum" in ckpt.tensors else ()
-        scaler = tuple(k for k in state.SCALER_KEYS if k in ckpt.tensors)
-        state.check_scalars(ckpt, ("train.loss_smooth", "data.next_step", *window, *scaler))
-        state.check_rng(ckpt)
-
-    def restore(self, ckpt: checkpoint.Checkpoint) -> None:
-        t = {k: v.to(self.device) if not k.startswith("rng.") else v for k, v in ckpt.tensors.items()}
-        state.load_module(self.model, "model", t)
-        if self.ema:
-            if any(k.startswith("ema.") for k in t):
-                state.load_module(self.ema.model, "ema", t)
-                self.ema.updates = int(ckpt.metadata.get("ema.updates", 0))
-            else:  # EMA switched on mid-run: start it from the current weights
-                self.ema.model.load_state_dict(self.model.state_dict())
-        state.load_optimizer(self.optimizer, t, ckpt.metadata["optim.param_groups"])
-        state.load_scaler(self.scaler, t)  # fp16 runs; an fp32/bf16 checkpoint resumed in fp16 starts a fresh scale
-        for group in self.optimizer.param_groups:  # lr is not part of the identity: the config's value applies
-            group["lr"] = self.exp.train.lr
-        state.restore_rng(ckpt.tensors)
-        self.loss_smooth = t["train.loss_smooth"].clone()
-        if "train.loss_sum" in t:  # older checkpoints: the first metrics line after resuming averages fewer steps
-            self.loss_sum = t["train.loss_sum"].clone()
-            self.log_window_start = int(t["train.log_window_start"])
-        else:
-            self.log_window_start = int(ckpt.tensors["data.next_step"])
-        self.step = int(ckpt.tensors["data.next_step"])
-        self.wall_seconds = float(ckpt.metadata.get("wall_seconds", 0))
 
     def save(self) -> Path:
         folder = paths.checkpoint_dir(self.exp.name)
@@ -254,37 +149,6 @@ class Run:
         return loss.detach()
 
 
-def _seed_first_loss(run: Run, loss: torch.Tensor) -> None:
-    # The practical starts its smoothed loss at the first value; keep it on the device (no host sync).
-    if run.step == 1:
-        run.loss_smooth = loss.float().clone()
-
-
-def non_finite_state(run: Run) -> str | None:
-    """What is not finite in the state about to be saved (None: all is well). The smoothed loss keeps any NaN or
-    infinity since this process started, so with the weights it catches one between log lines; one sync per save."""
-    if not torch.isfinite(run.loss_smooth).all():
-        return f"the smoothed loss is {run.loss_smooth.item()}"
-    bad = [name for name, p in run.model.named_parameters() if not torch.isfinite(p).all()]
-    return f"{len(bad)} weight tensors hold NaN or infinity ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})" \
-        if bad else None
-
-
-def diverged(run: Run, problem: str) -> TrainingDiverged:
-    """The error that stops a diverged run: what broke, and that the last good checkpoint is kept."""
-    last = checkpoint.newest_file(paths.checkpoint_dir(run.exp.name))
-    kept = f"nothing saved, the last checkpoint ({last.name}) is kept" if last else \
-        "nothing saved (there is no earlier checkpoint)"
-    remedies = [f"Lower train.lr (now {run.exp.train.lr:g})"]
-    if run.exp.train.grad_clip <= 0:
-        remedies.append("set train.grad_clip (e.g. 1.0)")
-    if run.autocast_dtype is not None:
-        remedies.append("use train.precision=fp32")
-    return TrainingDiverged(f"training {run.exp.name} diverged at step {run.step}: {problem}; {kept}. "
-                            f"{', '.join(remedies[:-1]) + ' or ' if len(remedies) > 1 else ''}{remedies[-1]}, "
-                            f"then run again")
-
-
 def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[str], None] = log,
           on_checkpoint: Callable[[Run, Path], None] | None = None,
           every_steps: Callable[[Run], None] | None = None,
@@ -299,27 +163,66 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
     happens after a stop signal (default: run the same command again)."""
     say = log_fn if ctx.is_main else (lambda *_: None)
     run = Run(exp, ctx, say)
-    run_dir = RunDir(exp.name)
-    ckpt = None
+    ckpt, own_restart = _resume(run, restart_token, say)
+    ctx.barrier()  # every rank has read the checkpoints before the main one moves any aside
+    if ctx.is_main:
+        _set_up_output_folder(run, own_restart, restart_token, say)
+    _announce(run, say)
+    loop = TrainLoop(run, say)
+    with StopFlag() as stop:
+        run.model.train()
+        while run.step < exp.train.steps:
+            loop.add_loss(run.train_step())
+            step = run.step
+            if loop.progress:
+                loop.progress(step)
+            if step % exp.train.log_every == 0 or step == exp.train.steps:
+                loop.log_line(step)
+            if every_steps and exp.sample.every and step % exp.sample.every == 0 and ctx.is_main:
+                every_steps(run)
+            if after_step:
+                after_step(run)
+            stopping, timed = loop.agree_on_stop(step, stop)
+            if cadence.save_due(step, exp.train.steps, loop.every, stopping, timed):
+                loop.save(on_checkpoint)
+            if stopping:
+                loop.report_stop(step, stop.received, stop_advice)
+                return TrainOutcome("interrupted", step, stop.received or "peer", loop.saved)
+    return _finish(run, ckpt, loop.saved, say)
+
+
+def _resume(run: Run, restart_token: str | None, say) -> tuple[checkpoint.Checkpoint | None, bool]:
+    """Restore ``run`` from its newest valid checkpoint (none with train.restart, unless this token's run already
+    started over). Returns the checkpoint and whether the run started over under ``restart_token`` before."""
+    exp, ckpt = run.exp, None
     own_restart = exp.train.restart and restarted_under(exp.name, restart_token)  # started over already: resume
     if not exp.train.restart or own_restart:
         ckpt = checkpoint.load_latest(paths.checkpoint_dir(exp.name), run.validate, warn=say)
     if ckpt is not None:
         run.restore(ckpt)
         say(f"resuming {exp.name} from {ckpt.path} (step {run.step}/{exp.train.steps})")
-    ctx.barrier()  # every rank has read the checkpoints before the main one moves any aside
-    if ctx.is_main:
-        if run.step == 0 and not own_restart:  # a fresh start never mixes with (or deletes) an earlier run's files
-            moved = archive_previous_run(exp)
-            if moved:
-                why = "train.restart=true" if exp.train.restart else "no checkpoint to resume from"
-                say(f"{why}: moved the previous run of {exp.name} aside to {' and '.join(map(str, moved))}")
-            if exp.train.restart and restart_token:
-                mark_restart(exp.name, restart_token)
-        elif rewound := run_dir.rewind_metrics(run.step):
-            say(f"moved {rewound} metrics line{'s' if rewound > 1 else ''} logged after step {run.step} to "
-                f"{run_dir.rewound}")
-        run_dir.write_config(exp.to_dict())
+    return ckpt, own_restart
+
+
+def _set_up_output_folder(run: Run, own_restart: bool, restart_token: str | None, say) -> None:
+    """The main rank: a fresh start moves an earlier run's files aside, a resumed one drops the metrics lines logged
+    after its checkpoint; then the experiment's config.json."""
+    exp, run_dir = run.exp, RunDir(run.exp.name)
+    if run.step == 0 and not own_restart:  # a fresh start never mixes with (or deletes) an earlier run's files
+        moved = archive_previous_run(exp)
+        if moved:
+            why = "train.restart=true" if exp.train.restart else "no checkpoint to resume from"
+            say(f"{why}: moved the previous run of {exp.name} aside to {' and '.join(map(str, moved))}")
+        if exp.train.restart and restart_token:
+            mark_restart(exp.name, restart_token)
+    elif rewound := run_dir.rewind_metrics(run.step):
+        say(f"moved {rewound} metrics line{'s' if rewound > 1 else ''} logged after step {run.step} to "
+            f"{run_dir.rewound}")
+    run_dir.write_config(exp.to_dict())
+
+
+def _announce(run: Run, say) -> None:
+    exp = run.exp
     if run.step == 0:
         n = sum(p.numel() for p in run.model.parameters())
         say(f"training {exp.name}: {exp.model.arch} ({n / 1e6:.2f}M parameters), {exp.diffusion.objective}, "
@@ -329,76 +232,10 @@ def train(exp: Experiment, ctx: DistContext = DistContext(), log_fn: Callable[[s
         past = f", past train.steps={exp.train.steps}" if run.step > exp.train.steps else ""
         say(f"{exp.name} is already at step {run.step}{past}: nothing to train (raise train.steps to go on)")
 
-    t_start, last_save = time.monotonic(), time.monotonic()
-    # The throughput window: steps of this process only (a resumed loss window began before the restart).
-    window_start, window_first_step = time.monotonic(), run.step
-    loss_sum = run.loss_sum  # updated in place, so run.tensors() saves the partial window
-    progress = Progress(exp.train.steps, exp.name, start=run.step) if ctx.is_main else None
-    saved: Path | None = None
-    every = cadence.checkpoint_every_steps(exp.train.checkpoint_every, exp.train.checkpoint_minutes, run.device.type)
-    agreement = cadence.Agreement(run.step, exp.train.steps, ctx.world_size)
-    with StopFlag() as stop:
-        run.model.train()
-        while run.step < exp.train.steps:
-            loss = run.train_step()
-            loss_sum += loss.float()
-            _seed_first_loss(run, loss)
-            run.loss_smooth += 0.01 * (loss.float() - run.loss_smooth)
-            step = run.step
-            if progress:
-                progress(step)
-            if step % exp.train.log_every == 0 or step == exp.train.steps:
-                ctx.mean_([loss_sum, run.loss_smooth])  # each rank's share -> the global batch's loss (see below)
-                now = time.monotonic()
-                mean = (loss_sum / (step - run.log_window_start)).item()  # the only host sync: once per log line
-                smooth = run.loss_smooth.item()
-                if not (math.isfinite(mean) and math.isfinite(smooth)):
-                    raise diverged(run, f"the loss is {mean} (mean of steps {run.log_window_start + 1}-{step})")
-                rate = (step - window_first_step) * exp.data.batch_size / max(now - window_start, 1e-9)
-                record = {"step": step, "loss": mean, "loss_smooth": smooth, "img_per_s": rate,
-                          "wall_seconds": run.wall_seconds + now - t_start}
-                if ctx.is_main:
-                    run_dir.append_metrics(record)
-                    say(f"step {step:7d}/{exp.train.steps}  loss {smooth:.4f}  {rate:.0f} img/s")
-                loss_sum.zero_()
-                window_start, window_first_step, run.log_window_start = now, step, step
-            if every_steps and exp.sample.every and step % exp.sample.every == 0 and ctx.is_main:
-                every_steps(run)
-            if after_step:
-                after_step(run)
-            stopping = timed = False
-            if agreement.due(step):  # every step alone; every second or so with several ranks (ddpm_hpc/cadence.py)
-                minutes = exp.train.checkpoint_minutes
-                timed = minutes > 0 and time.monotonic() - last_save > 60 * minutes
-                # Ranks agree on both flags (one all-reduce): a signal may reach one rank only, and their clocks
-                # differ; the slowest rank's pace schedules the next agreement.
-                flag, timed_flag, pace = ctx.max_each((stop.received is not None, timed, agreement.pace(step)),
-                                                      run.device)
-                stopping, timed = flag > 0, timed_flag > 0
-                agreement.agreed(step, pace)
-            if cadence.save_due(step, exp.train.steps, every, stopping, timed):
-                # The saved losses are global: the mean over ranks of each rank's sums (both are linear in the losses,
-                # so averaging at any step is exact), so a run resumed with another world size continues them.
-                ctx.mean_([loss_sum, run.loss_smooth])
-                if problem := non_finite_state(run):  # every rank sees the same state, so all stop together
-                    raise diverged(run, problem)
-                run.wall_seconds += time.monotonic() - t_start
-                t_start = time.monotonic()
-                if ctx.is_main:
-                    saved = run.save()
-                    if on_checkpoint:
-                        on_checkpoint(run, saved)
-                ctx.barrier()
-                last_save = time.monotonic()
-            if stopping:
-                if progress:
-                    progress.close()
-                advice = stop_advice(stop.received or "stop") if stop_advice else \
-                    "running the same command again continues from there"
-                say(f"{stop.received or 'stop'} received: saved step {step} to {saved}; {advice}")
-                return TrainOutcome("interrupted", step, stop.received or "peer", saved)
-    say(f"finished {exp.name} at step {run.step} ({format_seconds(run.wall_seconds)} of training)")
-    if saved is None and ctx.is_main:  # already complete when started: nothing new to save
+
+def _finish(run: Run, ckpt: checkpoint.Checkpoint | None, saved: Path | None, say) -> TrainOutcome:
+    say(f"finished {run.exp.name} at step {run.step} ({format_seconds(run.wall_seconds)} of training)")
+    if saved is None and run.ctx.is_main:  # already complete when started: nothing new to save
         saved = ckpt.path
         if checkpoint.read_pointer(ckpt.path.parent).get("file") != ckpt.path.name:
             saved = run.save()  # the same state again, with a latest.json naming it (it was lost or named a bad file)

@@ -2,8 +2,8 @@
 
 ``ddpm_hpc`` itself never imports SLURM or submitit; this package wraps its pipeline functions:
 
-- :mod:`jobs.tasks`     the job callables (``TrainJob``, ``SampleJob``, ``EvalJob``, ``ClassifierJob``) that run on the
-                        compute node
+- :mod:`jobs.tasks`     the job callables (``TrainJob``, ``SampleJob``) that run on the compute node
+- :mod:`jobs.eval_tasks`  ``EvalJob``, ``ClassifierJob``: the eval and classifier job callables
 - :mod:`jobs.submit_eval`  ``make eval`` / ``eval-sweep`` / ``classifier`` submitted as jobs
 - :mod:`jobs.executor`  ``slurm:`` section of an experiment -> sbatch parameters -> ``submitit.SlurmExecutor``
 - :mod:`jobs.submit`    submit (training + chained sampling), sample-only submit, cancel; the live-job guard

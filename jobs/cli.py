@@ -12,7 +12,8 @@ def main(argv=None) -> int:
 
 
 def cmd_submit(args) -> int:
-    from .submit import dry_run_training, submit_training
+    from .dry_run import dry_run_training
+    from .submit import submit_training
 
     if args.dry_run:
         dry_run_training(args.experiment, args.overrides, force=args.force)
@@ -22,7 +23,8 @@ def cmd_submit(args) -> int:
 
 
 def cmd_submit_sample(args) -> int:
-    from .submit import dry_run_sampling, submit_sampling
+    from .dry_run import dry_run_sampling
+    from .submit import submit_sampling
 
     if args.dry_run:
         dry_run_sampling(args.experiment, args.overrides)

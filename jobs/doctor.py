@@ -17,7 +17,8 @@ import socket
 import time
 from pathlib import Path
 
-from ddpm_hpc.config import available_experiments, load_experiment
+from ddpm_hpc.config import load_experiment
+from ddpm_hpc.config_files import available_experiments
 from ddpm_hpc.errors import ConfigError, UserError
 
 from . import doctor_fit, doctor_host, doctor_probe, doctor_slurm, registry, slurm

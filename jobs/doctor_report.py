@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ddpm_hpc import paths
-from ddpm_hpc.checkpoint import atomic_write
+from ddpm_hpc.safe_write import atomic_write
 
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
 _MARK = {OK: "ok     ", WARNING: "WARNING", PROBLEM: "PROBLEM"}

@@ -31,7 +31,7 @@ from .partition import gres_entry
 # Slurm sends the --signal warning up to ~60 s before the requested time (its time-limit check is periodic), and a
 # job needs time to start and train before that: the warning may take at most half of the time limit.
 MIN_SIGNAL_DELAY_S = 10
-# The warning signal of time limits and pre-emption: what ddpm_hpc.trainer's StopFlag and jobs.tasks act on. Never
+# The warning signal of time limits and pre-emption: what ddpm_hpc.stop_signals' StopFlag and jobs.tasks act on. Never
 # USR1: NCCL uses it (which is why submitit moved to USR2).
 PREEMPT_SIGNAL = "USR2"
 PREEMPT_SIGNAL_VAR = "SUBMITIT_PREEMPT_SIGNAL"

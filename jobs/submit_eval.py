@@ -10,7 +10,8 @@ from ddpm_hpc.run_dir import RunDir
 from . import registry
 from .executor import check_slurm_config
 from .submit import _display, _entry, _require_slurm, _submit, submit_after_training
-from .tasks import ClassifierJob, EvalJob, current_roots
+from .eval_tasks import ClassifierJob, EvalJob
+from .tasks import current_roots
 
 
 def submit_eval(name: str, overrides: list[str], options: dict, grid: dict | None = None, out=print) -> str:

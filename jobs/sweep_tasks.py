@@ -9,7 +9,7 @@ same settings is kept, not replaced).
 from __future__ import annotations
 
 
-from .tasks import EvalJob as _EvalJob
+from .eval_tasks import EvalJob as _EvalJob
 from .tasks import SampleJob
 
 
@@ -36,7 +36,8 @@ class SweepSampleJob(SampleJob):
 
 
 class EvalJob(_EvalJob):
-    """``make eval``'s job (jobs.tasks.EvalJob) for one member; options: the sweep's ``eval:`` (n, fid_ref_images)."""
+    """``make eval``'s job (jobs.eval_tasks.EvalJob) for one member; options: the sweep's ``eval:`` (n,
+    fid_ref_images)."""
 
     def __init__(self, config_json: str, roots: dict[str, str], max_requeues: int, sweep: str, options: dict):
         super().__init__(config_json, roots, max_requeues, options)

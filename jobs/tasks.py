@@ -1,4 +1,4 @@
-"""The job callables that submitit pickles and runs on the compute node.
+"""The job callables that submitit pickles and runs on the compute node (eval and classifier jobs: eval_tasks.py).
 
 Both carry only the resolved config (as JSON), the storage roots and a few knobs: never model state. A run always
 resumes from the checkpoint files on disk, so a requeue by anyone (this code, submitit, ``scontrol requeue``,
@@ -116,7 +116,9 @@ def _latest_step(name: str) -> int:
     return step_of(ckpt) if ckpt is not None else 0
 
 
-class _Job(submitit.helpers.Checkpointable):
+class Job(submitit.helpers.Checkpointable):
+    """The common part of every job: its config and roots, its events, submitit's requeue on USR2."""
+
     kind = "job"
 
     def __init__(self, config_json: str, roots: dict[str, str], max_requeues: int):
@@ -124,7 +126,7 @@ class _Job(submitit.helpers.Checkpointable):
         self.roots = dict(roots)
         self.max_requeues = max_requeues
 
-    def _fresh(self) -> "_Job":
+    def _fresh(self) -> "Job":
         raise NotImplementedError
 
     def _setup(self):
@@ -187,7 +189,7 @@ def _device_fields(exp, ctx) -> dict:
     return describe_device(resolve_device(exp.train.device, ctx))
 
 
-class TrainJob(_Job):
+class TrainJob(Job):
     """``restart_token``: made by ``make submit`` when the config says ``train.restart=true``. Every run of the job
     (requeues re-run it from the top with the same config) passes it to the trainer, which starts over only if the
     files on disk did not already start over for it: one submission starts over once, its requeues resume."""
@@ -298,7 +300,7 @@ class TrainJob(_Job):
         return submitit.helpers.DelayedSubmission(self._fresh())
 
 
-class SampleJob(_Job):
+class SampleJob(Job):
     kind = "sample"
 
     def _fresh(self) -> "SampleJob":
@@ -308,52 +310,3 @@ class SampleJob(_Job):
         from ddpm_hpc.pipeline import run_sampling
 
         return self._run_once(lambda exp: run_sampling(exp))
-
-
-class EvalJob(_Job):
-    """``make eval`` (``run_eval``) or, with a grid, ``make eval-sweep`` (``run_eval_sweep``) on a compute node, with
-    the options given at submission. A requeue runs it again from the top: an eval writes its file only at the end,
-    an eval-sweep reuses the points its table already holds."""
-    kind = "eval"
-
-    def __init__(self, config_json: str, roots: dict[str, str], max_requeues: int, options: dict,
-                 grid: dict | None = None):
-        super().__init__(config_json, roots, max_requeues)
-        self.options, self.grid = dict(options), grid
-        if grid is not None:
-            self.kind = "eval-sweep"
-
-    def _fresh(self) -> "EvalJob":
-        return EvalJob(self.config_json, self.roots, self.max_requeues, self.options, self.grid)
-
-    def __call__(self) -> str:
-        if self.grid is not None:
-            from ddpm_hpc.metrics.eval_sweep import run_eval_sweep
-
-            return self._run_once(lambda exp: run_eval_sweep(exp, self.grid, **self.options))
-        from ddpm_hpc.metrics.eval import run_eval
-
-        return self._run_once(lambda exp: run_eval(exp, **self.options))
-
-
-class ClassifierJob(_Job):
-    """``ddpm-hpc classifier`` for the experiment's dataset on a compute node (``train.device``: a GPU when given)."""
-    kind = "classifier"
-
-    def __init__(self, config_json: str, roots: dict[str, str], max_requeues: int, options: dict):
-        super().__init__(config_json, roots, max_requeues)
-        self.options = dict(options)
-
-    def _fresh(self) -> "ClassifierJob":
-        return ClassifierJob(self.config_json, self.roots, self.max_requeues, self.options)
-
-    def __call__(self) -> str:
-        from ddpm_hpc.distributed import DistContext
-        from ddpm_hpc.devices import resolve_device
-        from ddpm_hpc.metrics.classifier import train_classifier
-
-        def work(exp):
-            device = resolve_device(exp.train.device, DistContext())
-            return train_classifier(exp.data.dataset, device=device, **self.options).path
-
-        return self._run_once(work)

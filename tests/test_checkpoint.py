@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from _train_helpers import (EXP, REPO, TINY, assert_same_state, ckpt_dir, metrics_lines, roots, run_cli,
                             write_experiment)
-from ddpm_hpc import checkpoint
+from ddpm_hpc import checkpoint, safe_write
 from ddpm_hpc.checkpoint import CorruptCheckpoint, read_checkpoint, save_checkpoint
 from ddpm_hpc.config import load_experiment
 from ddpm_hpc.trainer import train
@@ -109,9 +109,9 @@ def test_failed_write_leaves_old_file_and_no_partial(tmp_path, monkeypatch):
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", broken_fsync)
+    monkeypatch.setattr(safe_write.os, "fsync", broken_fsync)
     with pytest.raises(OSError):
-        checkpoint.atomic_write(target, b"new content " * 1000)
+        safe_write.atomic_write(target, b"new content " * 1000)
     assert target.read_bytes() == b"old good content"
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # temporary file removed too
 
@@ -129,7 +129,7 @@ def _refuse_directory_fsync(monkeypatch, code: int) -> list[int]:
             raise OSError(code, os.strerror(code))
         return real(fd)
 
-    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    monkeypatch.setattr(safe_write.os, "fsync", fsync)
     return refused
 
 
@@ -150,7 +150,7 @@ def test_a_real_io_error_on_the_directory_fsync_still_fails_the_write(tmp_path, 
 
     _refuse_directory_fsync(monkeypatch, errno.EIO)
     with pytest.raises(OSError, match="Input/output error"):
-        checkpoint.atomic_write(tmp_path / "x.json", b"{}")
+        safe_write.atomic_write(tmp_path / "x.json", b"{}")
 
 
 def test_failed_save_keeps_pointer_and_older_checkpoints(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ import pytest
 from jobs.cli import main as cli_main
 from ddpm_hpc.config import build_experiment
 from ddpm_hpc.report import compare
-from test_report import chromium, image_status, needs_chromium, parse
+from helpers import chromium, image_status, needs_chromium, parse
 
 BASE = {
     "data": {"dataset": "digits", "batch_size": 16},

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from ddpm_hpc import paths
-from ddpm_hpc.config import (Experiment, available_experiments, experiment_from_json, load_experiment,
-                             parse_overrides)
+from ddpm_hpc.config import Experiment, experiment_from_json, load_experiment
+from ddpm_hpc.config_files import available_experiments, parse_overrides
 from ddpm_hpc.errors import ConfigError, UserError
 
 REPO_EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"

@@ -19,19 +19,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import TINY, roots
+from _train_helpers import TINY, compare, final_tensors, free_port, roots
 
 STEPS = 6
 SIGNAL_AT = 2  # rank 1 gets SIGUSR2 after this step
 STEP_DELAY = 0.25  # seconds per step on every rank in the signal test: the ranks then compare flags every <= 4 steps
-# Measured max |difference| after 6 steps: 2.9e-6 (over weights, EMA, Adam moments, losses); lr=1e-3 per step.
-ATOL, RTOL = 5e-5, 1e-4
 CONFIG = {**TINY, "data": {**TINY["data"], "batch_size": 8},
           "model": {**TINY["model"], "conditioning": "embedding"},
           # fp32: with bf16 autocast (train.precision=auto on CPUs with native bf16) every activation is rounded to
@@ -46,12 +43,6 @@ def _experiment(steps: int = STEPS):
     raw = json.loads(json.dumps(CONFIG))
     raw["train"]["steps"] = steps
     return build_experiment("ddp", raw, "test_distributed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank_main(rank: int, world: int, port: int, root: str, exp_json: str, stop_rank: int) -> None:
@@ -79,33 +70,9 @@ def _rank_main(rank: int, world: int, port: int, root: str, exp_json: str, stop_
 
 
 def train_ranks(root: Path, world: int, exp, stop_rank: int = -1) -> list[dict]:
-    torch.multiprocessing.spawn(_rank_main, args=(world, _free_port(), str(root), exp.to_json(), stop_rank),
+    torch.multiprocessing.spawn(_rank_main, args=(world, free_port(), str(root), exp.to_json(), stop_rank),
                                 nprocs=world, join=True)
     return [json.loads((root / f"outcome-{r}.json").read_text()) for r in range(world)]
-
-
-def final_tensors(root: Path, name: str = "ddp") -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    folder = root / "checkpoints" / name
-    pointer = json.loads((folder / "latest.json").read_text())
-    return load_file(folder / pointer["file"])
-
-
-def compare(ours: dict, reference: dict, atol: float = ATOL, rtol: float = RTOL) -> float:
-    """Every tensor but the process RNG states is close to the reference (integer ones equal); returns max |diff|."""
-    keys = [k for k in reference if not k.startswith("rng.")]
-    assert sorted(k for k in ours if not k.startswith("rng.")) == sorted(keys)
-    worst = 0.0
-    for k in keys:
-        a, b = ours[k], reference[k]
-        assert a.shape == b.shape and a.dtype == b.dtype, k
-        if not a.is_floating_point():
-            assert torch.equal(a, b), k
-            continue
-        torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda m, k=k: f"{k}: {m}")
-        worst = max(worst, (a - b).abs().max().item())
-    return worst
 
 
 @pytest.fixture(scope="module")

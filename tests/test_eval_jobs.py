@@ -16,7 +16,13 @@ import pytest
 from jobs.cli import main as cli_main
 from ddpm_hpc.config import load_experiment
 
-from test_submit import checkpoints_without_pointer, fake, roots  # noqa: F401 - roots is a fixture
+from helpers import checkpoints_without_pointer, fake, fake_slurm_roots
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch) -> Path:
+    return fake_slurm_roots(tmp_path, monkeypatch)
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,9 +59,9 @@ def test_make_eval_submits_where_sbatch_is_and_runs_here_otherwise(tmp_path):
     assert _make("classifier", without, cli, EXP="demo", ARGS="--steps 9") == "classifier demo --steps 9"
 
 
-def test_submit_eval_registers_an_eval_job(roots, capsys):  # noqa: F811
+def test_submit_eval_registers_an_eval_job(roots, capsys):
     from jobs.status import experiment_status
-    from jobs.tasks import EvalJob
+    from jobs.eval_tasks import EvalJob
 
     checkpoints_without_pointer(roots, load_experiment("tiny").to_json())
     assert cli_main(["submit-eval", "tiny", "sample.steps=4", "--n", "30"]) == 0
@@ -75,8 +81,8 @@ def test_submit_eval_registers_an_eval_job(roots, capsys):  # noqa: F811
     assert "eval 4242" in experiment_status("tiny", None, None)  # make status shows it
 
 
-def test_submit_eval_sweep_checks_every_point_first(roots, capsys):  # noqa: F811
-    from jobs.tasks import EvalJob
+def test_submit_eval_sweep_checks_every_point_first(roots, capsys):
+    from jobs.eval_tasks import EvalJob
 
     checkpoints_without_pointer(roots, load_experiment("tiny").to_json())  # a DDPM model, T=50
     for grid, named in ((["sample.sampler=ddim,euler"], "sample.sampler=euler"),
@@ -93,7 +99,7 @@ def test_submit_eval_sweep_checks_every_point_first(roots, capsys):  # noqa: F81
     assert job.grid == {"sample.steps": [5, 10], "sample.eta": [0, 1]}
 
 
-def test_submit_eval_without_a_checkpoint_or_slurm_is_one_line(roots, capsys, monkeypatch):  # noqa: F811
+def test_submit_eval_without_a_checkpoint_or_slurm_is_one_line(roots, capsys, monkeypatch):
     assert cli_main(["submit-eval", "tiny"]) == 2
     assert "no checkpoint of tiny" in capsys.readouterr().err
     fake(roots, "sbatch", "exit 0")
@@ -104,11 +110,11 @@ def test_submit_eval_without_a_checkpoint_or_slurm_is_one_line(roots, capsys, mo
     assert "sbatch" in err and "use ddpm-hpc eval-sweep tiny here" in err
 
 
-def test_the_classifier_as_a_job(roots, capsys):  # noqa: F811
+def test_the_classifier_as_a_job(roots, capsys):
     """submit-classifier records a classifier job; the job itself (run here, in-process) trains the classifier of the
     experiment's dataset and records its events; an existing classifier is refused before submitting."""
     from jobs import registry
-    from jobs.tasks import ClassifierJob
+    from jobs.eval_tasks import ClassifierJob
 
     from ddpm_hpc.metrics.classifier import weights_path
 

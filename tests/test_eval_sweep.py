@@ -15,7 +15,7 @@ import pytest
 from jobs.cli import main
 from ddpm_hpc.metrics import classifier
 
-from test_report import image_status, needs_chromium, parse
+from helpers import image_status, needs_chromium, parse
 
 TINY = """description: tiny conditional flow model for the eval-sweep test
 data: {dataset: digits, batch_size: 8}

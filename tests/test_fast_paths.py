@@ -10,18 +10,13 @@ import pytest
 import torch
 from fixtures import write_mnist
 
-from _train_helpers import roots
+from _train_helpers import FAST_STEPS, assert_close_weights, make_run, roots, train
 
 from ddpm_hpc import checkpoint, devices, fast_paths, paths, trainer
-from ddpm_hpc.config import DataConfig, Experiment, ModelConfig, TrainConfig
+from ddpm_hpc.config import ModelConfig
 from ddpm_hpc.fast_paths import autocast_dtype, make_adam
-from ddpm_hpc.trainer import Run
 
-PLAIN = {"precision": "fp32", "channels_last": False, "compile": False, "adam": "for-loop"}
-# The seed U-Net's architecture (strided 4x4 convolutions, transposed convolutions, BatchNorm, skips), narrower so
-# the tests stay fast; conditional with label dropout, so the label path runs too.
-SMALL = ModelConfig(arch="seed_unet", channels=(16, 16, 32, 32, 48), conditioning="embedding", time_embedding=True)
-STEPS = 4
+STEPS = FAST_STEPS  # what train() takes by default
 
 
 @pytest.fixture(scope="module")
@@ -29,30 +24,6 @@ def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("mnist")
     write_mnist(root, n_train=64, n_test=10)
     return root
-
-
-def make_run(root, model=SMALL, device: str = "cpu", **train) -> tuple[Run, list[str]]:
-    logs: list[str] = []
-    exp = Experiment(name="fast", data=DataConfig(dataset="mnist", root=str(root), batch_size=8), model=model,
-                     train=TrainConfig(device=device, label_dropout=0.2 if model.conditioning != "none" else 0.0,
-                                       **{**PLAIN, **train}))
-    return Run(exp, log_fn=logs.append), logs
-
-
-def train(run: Run, steps: int = STEPS) -> list[float]:
-    run.model.train()
-    return [run.train_step().item() for _ in range(steps)]
-
-
-def weights(run: Run) -> dict[str, torch.Tensor]:
-    return {k: v.detach().float().contiguous() for k, v in run.model.state_dict().items()}
-
-
-def assert_close_weights(a: Run, b: Run, atol: float, rtol: float = 0.0):
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for name in wa:
-        torch.testing.assert_close(wa[name], wb[name], atol=atol, rtol=rtol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_channels_last_equals_plain_within_float_tolerance(data_root):

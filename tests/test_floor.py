@@ -16,7 +16,7 @@ from ddpm_hpc.metrics import classifier, fid, floor
 from ddpm_hpc.metrics.floor import FeatureSetup
 from ddpm_hpc.metrics.frechet import frechet_distance, gaussian_stats
 
-from test_metrics import stand_in
+from helpers import stand_in
 
 CPU32 = FeatureSetup(torch.device("cpu"), "fp32")
 

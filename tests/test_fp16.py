@@ -10,10 +10,9 @@ import signal
 import pytest
 import torch
 from fixtures import write_mnist
-from test_fast_paths import PLAIN, assert_close_weights, make_run, train
 
-from _train_helpers import (EXP, TINY, assert_same_state, ckpt_dir, latest, metrics_lines, roots, run_cli,
-                            signal_at_step, start_cli, write_experiment)
+from _train_helpers import (EXP, PLAIN, TINY, assert_close_weights, assert_same_state, ckpt_dir, latest, make_run,
+                            metrics_lines, roots, run_cli, signal_at_step, start_cli, train, write_experiment)
 from ddpm_hpc import checkpoint, paths
 
 FP16 = {**TINY, "train": {**TINY["train"], "precision": "fp16"}}

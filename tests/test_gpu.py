@@ -14,10 +14,8 @@ import signal
 
 import pytest
 import torch
-from _train_helpers import TINY, roots
+from _train_helpers import TINY, assert_close_weights, compare, final_tensors, make_run, roots, train
 from fixtures import write_mnist
-from test_distributed import compare, final_tensors
-from test_fast_paths import assert_close_weights, make_run, train
 
 from ddpm_hpc import devices
 from ddpm_hpc.config import ModelConfig, build_experiment

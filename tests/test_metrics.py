@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers import stand_in
 from ddpm_hpc.data import load_dataset
 from ddpm_hpc.errors import DatasetMissing, UserError
 from ddpm_hpc.metrics import classifier, fid
@@ -83,24 +84,6 @@ def test_gaussian_stats_and_torch_inputs():
 
 
 # ----------------------------------------------------------------------------------------------------------------- FID
-
-class RandomFeatures(torch.nn.Module):
-    """A small random conv net standing in for Inception-v3 (uint8 N x 3 x 32 x 32 -> N x 32 features)."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 5, stride=2), torch.nn.ReLU(),
-                                       torch.nn.Conv2d(16, 32, 3, stride=2), torch.nn.ReLU(),
-                                       torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-
-    def forward(self, x):
-        return self.net(x.float() / 127.5 - 1)
-
-
-def stand_in() -> fid.FeatureNet:
-    return fid.FeatureNet(RandomFeatures().eval(), "random0", "random-stand-in")
-
 
 def test_fid_code_path_with_a_random_network_standing_in_for_inception(tmp_path, monkeypatch):
     monkeypatch.setenv("DDPM_HPC_CHECKPOINTS", str(tmp_path))

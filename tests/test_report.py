@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -19,10 +18,7 @@ import pytest
 from ddpm_hpc import report
 from jobs.cli import main as cli_main
 from ddpm_hpc.config import build_experiment
-
-CHROMIUM = Path("/usr/bin/chromium")
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="headless browser check needs /usr/bin/chromium "
-                                    "(Debian: apt-get install -y --no-install-recommends chromium; .ci/run does it)")
+from helpers import chromium, image_status, needs_chromium, parse
 
 TINY = {
     "description": "tiny report test",
@@ -58,27 +54,6 @@ def run(tmp_path_factory):
         run_sampling(experiment(), log_fn=lambda _: None)
         run_sampling(experiment(sampler="heun", steps=3, guidance=2.0), log_fn=lambda _: None)
         yield root, mp
-
-
-class Images(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.srcs, self.links, self.scripts = [], [], []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "img":
-            self.srcs.append(a["src"])
-        if tag == "a" and a.get("href"):
-            self.links.append(a["href"])
-        if tag in ("script", "link") and (a.get("src") or a.get("href")):
-            self.scripts.append(a.get("src") or a.get("href"))
-
-
-def parse(page: Path) -> Images:
-    p = Images()
-    p.feed(page.read_text())
-    return p
 
 
 def local_target(page: Path, url: str) -> Path:
@@ -278,23 +253,6 @@ def test_refresh_never_raises(run, monkeypatch):
     monkeypatch.setattr(report, "render_experiment", boom)
     assert report.refresh("tiny", messages.append) is None
     assert messages and "disk full" in messages[0]
-
-
-def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-           f"--user-data-dir={profile}", "--virtual-time-budget=5000", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-
-
-def image_status(page: Path, profile: Path) -> tuple[str, list[str]]:
-    """Load the page from disk; its inline script writes ``data-images="ok/total"`` on <body> and
-    ``data-loaded`` on each <img> once the load event fired (naturalWidth > 0)."""
-    out = chromium(["--dump-dom", page.as_uri()], profile)
-    assert out.returncode == 0, out.stderr[-2000:]
-    body = re.search(r'<body[^>]*data-images="(\d+/\d+)"', out.stdout)
-    assert body, f"page script did not run; DOM starts: {out.stdout[:500]}"
-    return body.group(1), re.findall(r'data-loaded="(\w+)"', out.stdout)
 
 
 @needs_chromium

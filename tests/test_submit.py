@@ -10,63 +10,24 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from ddpm_hpc.checkpoint import save_checkpoint
 from jobs.cli import main as cli_main
 from ddpm_hpc.config import load_experiment
+from helpers import SLURM_TEXT, checkpoints_without_pointer, fake, fake_slurm_roots
 
 pytest.importorskip("submitit")
 
-TINY = {"data": {"dataset": "digits", "batch_size": 16}, "model": {"arch": "conv"}, "diffusion": {"T": 50},
-        "train": {"steps": 30, "device": "cpu"}, "sample": {"sampler": "ddim", "steps": 5}}
-CLUSTER = {"slurm": {"partition": "debug", "qos": None, "gres": None, "gpus_per_node": 0, "time_min": 10,
-                     "sample_time_min": 10, "signal_delay_s": 30, "setup": []}}
 REFUSED = "sbatch: error: Batch job submission failed: Invalid partition name specified"
-# What the local test cluster (tests/slurm/cluster.sh) prints: partition debug, MaxTime 60 min, nodes with gpu:1.
-SLURM_TEXT = Path(__file__).parent / "slurm_text"
 
 
 @pytest.fixture
 def roots(tmp_path, monkeypatch) -> Path:
-    """Experiment/checkpoint/data roots with the experiment ``tiny``, and a PATH whose SLURM commands are fakes that
-    accept every job (``fake(...)`` changes one of them)."""
-    for sub in ("experiments", "checkpoints", "data", "bin"):
-        (tmp_path / sub).mkdir()
-    (tmp_path / "experiments" / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    (tmp_path / "experiments" / "_cluster.yaml").write_text(yaml.safe_dump(CLUSTER))
-    monkeypatch.setenv("DDPM_HPC_EXPERIMENTS", str(tmp_path / "experiments"))
-    monkeypatch.setenv("DDPM_HPC_CHECKPOINTS", str(tmp_path / "checkpoints"))
-    monkeypatch.setenv("DDPM_HPC_DATA", str(tmp_path / "data"))
-    monkeypatch.delenv("DDPM_HPC_CLUSTER_CONFIG", raising=False)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    fake(tmp_path, "squeue", "exit 0")  # no live jobs
-    fake(tmp_path, "srun", "exit 0")
-    partitions = SLURM_TEXT / "scontrol_show_partition_oneline.txt"
-    fake(tmp_path, "scontrol", f'[ "$2" = partition ] && grep "^PartitionName=$4 " {partitions} && exit 0; '
-                               f'echo "Partition $4 not found" >&2; exit 1')
-    fake(tmp_path, "sinfo", 'echo "gpu:1"')
-    fake(tmp_path, "sbatch", 'n=$(($(cat "$0.n" 2>/dev/null || echo 4241) + 1)); echo $n > "$0.n"; '
-                             'echo "Submitted batch job $n"')  # 4242, 4243, ...
-    return tmp_path
-
-
-def fake(root: Path, name: str, body: str) -> None:
-    path = root / "bin" / name
-    path.write_text(f"#!/bin/sh\n{body}\n")
-    path.chmod(0o755)
+    return fake_slurm_roots(tmp_path, monkeypatch)
 
 
 def files(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.exists() else set()
-
-
-def checkpoints_without_pointer(root: Path, config_json: str) -> None:
-    """Steps 10 and 20 of ``tiny`` on disk, ``latest.json`` lost."""
-    folder = root / "checkpoints" / "tiny"
-    for step in (10, 20):
-        save_checkpoint(folder, step, {"w": torch.zeros(2)}, {"step": str(step), "config": config_json})
-    (folder / "latest.json").unlink()
 
 
 def test_step_files_count_without_latest_json(roots, capsys):

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _train_helpers import TINY, metrics_lines, roots
-from test_distributed import _free_port
+from _train_helpers import TINY, free_port, metrics_lines, roots
 from jobs.cli import main as cli_main
 from ddpm_hpc.config import build_experiment
 
@@ -107,7 +106,7 @@ def test_only_rank_0_writes(tmp_path):
     import torch
 
     exp = experiment(every=0, steps=4, checkpoint_every=2)
-    torch.multiprocessing.spawn(_rank_main, args=(2, _free_port(), str(tmp_path), exp.to_json()), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_rank_main, args=(2, free_port(), str(tmp_path), exp.to_json()), nprocs=2, join=True)
     files = list((tmp_path / "experiments" / "tb" / "tensorboard").iterdir())
     assert len(files) == 1 and files[0].name.startswith("events.out.tfevents."), files
     scalars, _ = events(tmp_path)

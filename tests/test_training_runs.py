@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from _train_helpers import EXP, TINY, ckpt_dir, metrics_lines, roots, start_cli, write_experiment
-from ddpm_hpc import devices, logging_utils, trainer
+from ddpm_hpc import devices, logging_utils, train_loop, trainer
 from jobs.cli import main
 from ddpm_hpc.config import load_experiment
 from ddpm_hpc.distributed import DistContext
-from ddpm_hpc.errors import ConfigError, UserError
+from ddpm_hpc.errors import ConfigError, TrainingDiverged, UserError
 
 SHORT = {**TINY, "train": {**TINY["train"], "steps": 4, "log_every": 2, "checkpoint_every": 3}}
 
@@ -224,7 +224,7 @@ def test_target_already_passed_says_so_and_restores_the_pointer(run_root):
 def test_throughput_after_a_resume_counts_only_this_process(run_root, monkeypatch):
     """A fake clock that advances one second per training step: every window must report batch_size img/s."""
     clock = [0.0]
-    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(monotonic=lambda: clock[0], strftime=lambda f: "t"))
+    monkeypatch.setattr(train_loop, "time", types.SimpleNamespace(monotonic=lambda: clock[0], strftime=lambda f: "t"))
     step = trainer.Run.train_step
 
     def timed_step(run):
@@ -272,7 +272,7 @@ def poison_at(step: int):
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     write_experiment(tmp_path, config=DIVERGING)
-    with pytest.raises(trainer.TrainingDiverged, match=r"diverged at step 4: the loss is nan \(mean of steps 1-4\); "
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 4: the loss is nan \(mean of steps 1-4\); "
                        r"nothing saved, the last checkpoint \(step-000000002.safetensors\) is kept"):
         _train(tmp_path, after_step=poison_at(3))
     assert sorted(p.name for p in ckpt_dir(tmp_path).glob("step-*")) == ["step-000000002.safetensors"]
@@ -284,7 +284,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_nan_weights_are_never_saved_even_between_log_lines(tmp_path):
     write_experiment(tmp_path, config=DIVERGING)
-    with pytest.raises(trainer.TrainingDiverged, match=r"diverged at step 2: 1 weight tensors hold NaN or infinity "
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 2: 1 weight tensors hold NaN or infinity "
                        r"\(down.0.0.weight\); nothing saved \(there is no earlier checkpoint\)\. Lower train.lr "
                        r"\(now 0.001\) or set train.grad_clip \(e.g. 1.0\), then run again$"):  # fp32: no precision tip
         _train(tmp_path, after_step=poison_at(2))

@@ -28,11 +28,11 @@ from safetensors.torch import save as save_bytes
 from torch import nn
 
 from .. import paths
-from ..checkpoint import atomic_write
 from ..data import to_model_range
 from ..errors import UserError
 from ..logging_utils import log
-from .floor import NOTE, FeatureSetup, class_counts, eval_setup, floor_distance, layout_name, ratio, \
+from ..safe_write import atomic_write
+from .floor import NOTE, FeatureSetup, cached_stats, class_counts, eval_setup, floor_distance, layout_name, ratio, \
     real_splits
 from .frechet import gaussian_stats
 
@@ -218,17 +218,8 @@ def reference_stats(clf: Classifier, dataset: str, root=None,
     name holding its hash, the device type and the precision."""
     setup = setup or eval_setup(next(clf.model.parameters()).device)
     cache = clf.path.with_name(_cache_stem(clf, setup, "ref") + ".safetensors")
-    if cache.is_file():
-        from safetensors.torch import load_file
-        t = load_file(cache)
-        return t["mu"].numpy(), t["sigma"].numpy(), int(t["n"].item())
-    images = real_splits(dataset, root)[0]
-    _, feats = predict(clf.model, images, setup=setup)
-    mu, sigma = gaussian_stats(feats)
-    atomic_write(cache, save_bytes({"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma),
-                                    "n": torch.tensor(len(images))},
-                                   metadata={"classifier_sha256": clf.sha256, "setup": setup.key}))
-    return mu, sigma, len(images)
+    return cached_stats(cache, lambda: real_splits(dataset, root)[0], lambda x: predict(clf.model, x, setup=setup)[1],
+                        {"classifier_sha256": clf.sha256, "setup": setup.key})
 
 
 def score(clf: Classifier, images_uint8: torch.Tensor, labels: torch.Tensor | None, dataset: str,

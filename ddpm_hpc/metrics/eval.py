@@ -26,12 +26,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 
-from ..checkpoint import atomic_write
 from ..config import Experiment
 from ..distributed import DistContext
 from ..errors import UserError
 from ..logging_utils import log
 from ..run_dir import RunDir
+from ..safe_write import atomic_write
 from ..sampling import NUM_CLASSES, Loaded, class_blocks, load_for_sampling, sample_images, sample_tag
 from ..devices import resolve_device
 from . import classifier, fid  # noqa: F401 - tests patch them through this module

@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import paths
-from ..checkpoint import atomic_write
-from ..config import Experiment, build_experiment, with_overrides
+from ..config import Experiment, build_experiment
+from ..config_files import with_overrides
 from ..distributed import DistContext
 from ..errors import ConfigError
 from ..logging_utils import log
 from ..run_dir import RunDir
+from ..safe_write import atomic_write
 from ..sampling import NUM_CLASSES, class_blocks, find_checkpoint, load_model, sample_images, sampling_config
 from ..sweep import check_key, grid_points, override, value_text
 from ..devices import resolve_device

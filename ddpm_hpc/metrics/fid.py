@@ -29,15 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as save_bytes
 from torch import nn
 
 from .. import paths
-from ..checkpoint import atomic_write
 from ..errors import UserError
 from .floor import NOTE as FLOOR_NOTE
-from .floor import FeatureSetup, class_counts, eval_setup, floor_distance, layout_name, ratio, real_splits
+from .floor import FeatureSetup, cached_stats, class_counts, eval_setup, floor_distance, layout_name, ratio, \
+    real_splits
 from .frechet import frechet_distance, gaussian_stats
 
 ENV = "DDPM_HPC_FID_WEIGHTS"
@@ -133,17 +131,8 @@ def reference_stats(net: FeatureNet, dataset: str, max_images: int = 0, root=Non
     dataset, network, device type and precision."""
     setup = _setup(net, setup)
     cache = paths.checkpoints_root() / "_fid" / f"{_cache_stem(net, dataset, max_images, setup)}.safetensors"
-    if cache.is_file():
-        t = load_file(cache)
-        return t["mu"].numpy(), t["sigma"].numpy(), int(t["n"].item())
-    images = real_splits(dataset, root)[0]
-    if max_images:
-        images = images[:max_images]
-    mu, sigma = gaussian_stats(features(net, images, setup=setup))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    stats = {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": torch.tensor(len(images))}
-    atomic_write(cache, save_bytes(stats, metadata={"dataset": dataset, "network": net.name, "setup": setup.key}))
-    return mu, sigma, len(images)
+    return cached_stats(cache, lambda: real_splits(dataset, root)[0], lambda x: features(net, x, setup=setup),
+                        {"dataset": dataset, "network": net.name, "setup": setup.key}, max_images)
 
 
 def fid(net: FeatureNet, images_uint8: torch.Tensor, dataset: str, ref_images: int = 0, root=None,

@@ -34,8 +34,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write
 from ..data import load_dataset
+from ..safe_write import atomic_write
 from .frechet import frechet_distance, gaussian_stats
 
 DIGITS_HELDOUT = 0.2  # digits has no test split: this fraction (a fixed permutation) is held out
@@ -131,6 +131,26 @@ def floor_distance(dataset: str, n: int, counts: list[int] | None, features: Cal
     atomic_write(cache, (json.dumps({"dataset": dataset, "n": n, "class_counts": counts, "floor": value,
                                      "why": why}) + "\n").encode())
     return value, why
+
+
+def cached_stats(cache: Path, images: Callable[[], torch.Tensor], features: Callable[[torch.Tensor], np.ndarray],
+                 metadata: dict[str, str], max_images: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """Feature mean and covariance of ``images()`` (its first ``max_images`` when > 0) and their number, read from
+    ``cache`` (safetensors) or computed once and written there. The caller's cache name holds everything that changes
+    them (the images, the network's weights, the device type and the precision)."""
+    from safetensors.torch import load_file, save
+
+    if cache.is_file():
+        t = load_file(cache)
+        return t["mu"].numpy(), t["sigma"].numpy(), int(t["n"].item())
+    reference = images()
+    if max_images:
+        reference = reference[:max_images]
+    mu, sigma = gaussian_stats(features(reference))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    stats = {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": torch.tensor(len(reference))}
+    atomic_write(cache, save(stats, metadata=metadata))
+    return mu, sigma, len(reference)
 
 
 def ratio(distance: float | None, floor: float | None) -> float | None:

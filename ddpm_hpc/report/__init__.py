@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from .. import paths
-from ..checkpoint import atomic_write
 from ..run_dir import REPORT as SNAPSHOT
 from ..run_dir import RunDir
+from ..safe_write import atomic_write
 from .compare import comparison_folders, is_comparison, refresh_comparison
 from .experiment_state import collect, experiment_names, format_time
 from .html import PAGE, experiment_html, index_html, index_row

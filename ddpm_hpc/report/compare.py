@@ -14,9 +14,9 @@ import math
 from pathlib import Path
 
 from .. import paths
-from ..checkpoint import atomic_write
 from ..errors import UserError
 from ..run_dir import PAGE, RunDir
+from ..safe_write import atomic_write
 from .compare_html import METRICS, comparison_html
 from .compare_images import copy_grids, loss_overlay
 from .experiment_state import collect

@@ -1,4 +1,4 @@
-"""HTML of the comparison page (``compare.write_comparison``), built from html.py's helpers and page layout."""
+"""HTML of the comparison page (``compare.write_comparison``), built from html_parts.py's helpers and page layout."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import os
 import time
 from pathlib import Path
 
+from ..logging_utils import format_seconds
 from .experiment_state import format_time
-from .html import PAGE, _badge, _duration, _e, _img, _page, _src
+from ..run_dir import PAGE
+from .html_parts import _badge, _e, _img, _page, _src
 
 # --metric: (label, lower is better). "loss" is the final smoothed training loss; the eval metrics come from each
 # member's eval/*.json.
@@ -103,7 +105,7 @@ def _table(members, varied, metric, best, out_dir: Path) -> str:
         cells += _cell(_num(vals["img_per_s"], 3), vals["img_per_s"], "num")
         hours = vals["compute_hours"]
         compute = "" if hours is None else \
-            (f'<span title="{_e(m["compute_unit"])}, {_duration(m["train_seconds"])} of training">{hours:.3g} '
+            (f'<span title="{_e(m["compute_unit"])}, {format_seconds(m["train_seconds"])} of training">{hours:.3g} '
              f'{_e(m["compute_unit"].split(" ")[0])}</span>')
         cells += _cell(compute, hours, "num")
         rows += f'<tr data-name="{_e(m["name"])}"{" class=best" if is_best else ""}>{cells}</tr>'

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..checkpoint import atomic_write
 from ..run_dir import RunDir
+from ..safe_write import atomic_write
 
 
 def _positive(value) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_jobs import Lab, make_lab, wait_final, wait_step
+from slurm_lab import Lab, make_lab, wait_final, wait_step
 
 STEPS = 40
 DDP = f"""\

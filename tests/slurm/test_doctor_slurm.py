@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from test_jobs import REPO, TINY, make_lab
+from slurm_lab import REPO, TINY, make_lab
 
 pytestmark = pytest.mark.slurm
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_jobs import REPO, Lab, make_lab, wait_final
+from slurm_lab import REPO, Lab, make_lab, wait_final
 
 TINY = """\
 description: "SLURM eval test: digits, conv, 20 steps"

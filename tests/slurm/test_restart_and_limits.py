@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_jobs import REPO, STEPS, Lab, make_lab, wait_final, wait_step
+from slurm_lab import REPO, STEPS, Lab, make_lab, wait_final, wait_step
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_the_docs_cluster_file_is_the_tests_cluster_file():
     """docs/slurm.md says its "partition without GPUs" cluster file is the SLURM tests' settings: it must be, so that
     its examples run as written on the local cluster (time_min within debug's MaxTime of 60 min)."""
     import yaml
-    from test_jobs import LOCAL_CLUSTER
+    from slurm_lab import LOCAL_CLUSTER
 
     docs = (REPO / "docs" / "slurm.md").read_text()
     block = re.search(r"```yaml\n(# my_cluster\.yaml.*?)```", docs, re.S)

@@ -1,7 +1,7 @@
 """Sweeps as job arrays (jobs/sweep.py) on the real local cluster, through ``make``: a 3-member sweep throttled to
 2 tasks at once, one member interrupted with USR2 on its array task and compared bit for bit with the same member
 trained locally, every member's sampling task writing its grid, and ``make status|cancel SWEEP=`` on a live sweep.
-The members are test_jobs.py's tiny experiment (digits, two-layer conv net, 100 steps) with three learning rates."""
+The members are slurm_lab.py's tiny experiment (digits, two-layer conv net, 100 steps) with three learning rates."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from test_jobs import FINAL, REPO, STEPS, assert_resumed_where_it_stopped, assert_same_weights, make_lab, wait_final
+from slurm_lab import FINAL, REPO, STEPS, assert_resumed_where_it_stopped, assert_same_weights, make_lab, wait_final
 
 TRIO = "base: tiny\ngrid: {train.lr: [1.0e-3, 2.0e-3, 3.0e-3]}\nslurm: {array_parallelism: 2}\n"
 MEMBERS = ["trio-lr1e-3", "trio-lr2e-3", "trio-lr3e-3"]
@@ -25,7 +25,7 @@ def squeue_tasks(array_id: str) -> dict[str, str]:
 
 
 def wait_task_final(cluster, job_id: str) -> str:
-    """Like test_jobs.wait_final, for array tasks that may never have started: sacct has no row of their own for
+    """Like slurm_lab.wait_final, for array tasks that may never have started: sacct has no row of their own for
     those, and jobs.slurm.sacct (what make status reads) gives them the array's row that covers them."""
     from jobs.slurm import sacct
 

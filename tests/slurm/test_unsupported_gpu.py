@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from test_jobs import LOCAL_CLUSTER, _experiment, make_lab, wait_final
+from slurm_lab import LOCAL_CLUSTER, _experiment, make_lab, wait_final
 
 HERE = Path(__file__).resolve().parent
 P100 = "Tesla P100-PCIE-16GB:6.0"
