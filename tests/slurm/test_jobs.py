@@ -334,8 +334,9 @@ def test_failed_job_shows_reason_and_sampling_never_runs(slurm_cluster, lab):
     train_id, sample_id = (j["job_id"] for j in lab.jobs("broken"))
     assert wait_final(slurm_cluster, train_id) == "FAILED"
     assert wait_final(slurm_cluster, sample_id) == "CANCELLED"
-    status = slurm_cluster.wait_for(lambda: (s := lab.make("status", "broken").stdout) and "FAILED" in s and s,
-                                    15, "make status to show FAILED")
+    # sacct (slurmdbd) lags slurmctld: poll until the cancelled sampling job's reason has arrived too
+    status = slurm_cluster.wait_for(lambda: (s := lab.make("status", "broken").stdout) and "FAILED" in s
+                                    and "CANCELLED (not run" in s and s, 30, "make status to show FAILED and why")
     line = [ln for ln in status.splitlines() if ln.startswith("broken")]
     assert len(line) == 1, status
     assert f"train {train_id} FAILED: DatasetMissing: mnist dataset not found in /nonexistent/ddpm-data" in line[0]
