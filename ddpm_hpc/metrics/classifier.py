@@ -29,16 +29,17 @@ from torch import nn
 
 from .. import paths
 from ..checkpoint import atomic_write
-from ..data import load_dataset, to_model_range
+from ..data import to_model_range
 from ..errors import UserError
 from ..logging_utils import log
+from .floor import NOTE, FeatureSetup, class_counts, eval_setup, floor_distance, layout_name, ratio, \
+    real_splits
 from .frechet import gaussian_stats
 
 ARCH = "smallcnn-v1"
 FEATURE_DIM = 128
 # per dataset: (steps, base width, convolutions per block); small enough to train on a laptop CPU for digits/MNIST
 DEFAULTS = {"digits": (600, 16, 1), "mnist": (1500, 32, 1), "cifar10": (6000, 32, 2)}
-DIGITS_HELDOUT = 0.2  # digits has no test split: this fraction (fixed by the seed) is held out for the accuracy
 
 
 class SmallCNN(nn.Module):
@@ -87,15 +88,8 @@ def weights_path(dataset: str) -> Path:
 
 
 def _split(dataset: str, seed: int, root=None):
-    """(train images, train labels, held-out images, held-out labels)."""
-    train = load_dataset(dataset, root, train=True)
-    if dataset == "digits":
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-        k = int(round(len(train) * DIGITS_HELDOUT))
-        held, rest = perm[:k], perm[k:]
-        return train.images[rest], train.labels[rest], train.images[held], train.labels[held]
-    test = load_dataset(dataset, root, train=False)
-    return train.images, train.labels, test.images, test.labels
+    """(train images, train labels, held-out images, held-out labels); digits: floor.DIGITS_HELDOUT of them held out."""
+    return real_splits(dataset, root, seed)
 
 
 def _augment(x: torch.Tensor, g: torch.Generator, flip: bool, shift: int = 2) -> torch.Tensor:
@@ -112,15 +106,19 @@ def _augment(x: torch.Tensor, g: torch.Generator, flip: bool, shift: int = 2) ->
 
 
 @torch.inference_mode()
-def predict(model: SmallCNN, images_uint8: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, penultimate features) of uint8 images, in float32 on the CPU."""
+def predict(model: SmallCNN, images_uint8: torch.Tensor, batch_size: int = 500,
+            setup: FeatureSetup | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, penultimate features) of uint8 images, in float32 on the CPU (computed in ``setup``'s precision)."""
     model.eval()
     device = next(model.parameters()).device
+    setup = setup or eval_setup(device)
     logits, feats = [], []
     for start in range(0, len(images_uint8), batch_size):
-        f = model.features(images_uint8[start:start + batch_size].to(device))
+        with setup.autocast():
+            f = model.features(images_uint8[start:start + batch_size].to(device))
+            out = model.head(f)
         feats.append(f.float().cpu())
-        logits.append(model.head(f).float().cpu())
+        logits.append(out.float().cpu())
     return torch.cat(logits), torch.cat(feats)
 
 
@@ -181,9 +179,10 @@ def save_classifier(model: SmallCNN, info: dict, path: Path) -> Classifier:
     atomic_write(path, data)
     info = {**info, "weights": path.name, "sha256": digest}
     atomic_write(path.with_suffix(".json"), (json.dumps(info, indent=1) + "\n").encode())
-    for stale in path.parent.glob(f"{path.stem}-ref-*.safetensors"):  # cached statistics of older weights
-        if digest[:12] not in stale.name:
-            stale.unlink(missing_ok=True)
+    for pattern in (f"{path.stem}-ref-*.safetensors", f"{path.stem}-floor-*.json"):  # cached stats of older weights
+        for stale in path.parent.glob(pattern):
+            if digest[:12] not in stale.name:
+                stale.unlink(missing_ok=True)
     return Classifier(model.eval(), info, digest, path)
 
 
@@ -208,39 +207,59 @@ def load_classifier(dataset: str, device: str | torch.device = "cpu", path: Path
     return Classifier(model.to(device).eval(), info, digest, path)
 
 
-def reference_stats(clf: Classifier, dataset: str, root=None) -> tuple[np.ndarray, np.ndarray, int]:
-    """Feature mean and covariance of the whole training split, cached next to the classifier (keyed by its hash)."""
-    cache = clf.path.with_name(f"{clf.path.stem}-ref-{clf.sha256[:12]}.safetensors")
+def _cache_stem(clf: Classifier, setup: FeatureSetup, kind: str) -> str:
+    """What changes the classifier's features: its weights (SHA-256), the device type and the precision."""
+    return f"{clf.path.stem}-{kind}-{clf.sha256[:12]}-{setup.key}"
+
+
+def reference_stats(clf: Classifier, dataset: str, root=None,
+                    setup: FeatureSetup | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Feature mean and covariance of the reference split (floor.real_splits), cached next to the classifier under a
+    name holding its hash, the device type and the precision."""
+    setup = setup or eval_setup(next(clf.model.parameters()).device)
+    cache = clf.path.with_name(_cache_stem(clf, setup, "ref") + ".safetensors")
     if cache.is_file():
         from safetensors.torch import load_file
         t = load_file(cache)
         return t["mu"].numpy(), t["sigma"].numpy(), int(t["n"].item())
-    images = load_dataset(dataset, root, train=True).images
-    _, feats = predict(clf.model, images)
+    images = real_splits(dataset, root)[0]
+    _, feats = predict(clf.model, images, setup=setup)
     mu, sigma = gaussian_stats(feats)
     atomic_write(cache, save_bytes({"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma),
-                                    "n": torch.tensor(len(images))}, metadata={"classifier_sha256": clf.sha256}))
+                                    "n": torch.tensor(len(images))},
+                                   metadata={"classifier_sha256": clf.sha256, "setup": setup.key}))
     return mu, sigma, len(images)
 
 
 def score(clf: Classifier, images_uint8: torch.Tensor, labels: torch.Tensor | None, dataset: str,
-          root=None) -> dict:
-    """Conditional accuracy (when labels are given), predicted-class histogram and classifier FD of samples."""
+          root=None, setup: FeatureSetup | None = None) -> dict:
+    """Conditional accuracy (when labels are given), predicted-class histogram, classifier FD of samples and its
+    real-data floor at the same N and class counts (floor.py)."""
     from .frechet import frechet_distance
 
-    logits, feats = predict(clf.model, images_uint8)
+    setup = setup or eval_setup(next(clf.model.parameters()).device)
+    logits, feats = predict(clf.model, images_uint8, setup=setup)
     pred = logits.argmax(1)
     out = {"classifier": {"file": str(clf.path), "sha256": clf.sha256, "arch": ARCH,
                           "heldout_accuracy": clf.info.get("heldout_accuracy")},
            "conditional_accuracy": None if labels is None else round(float((pred == labels.cpu()).float().mean()), 5),
            "predicted_class_counts": torch.bincount(pred, minlength=clf.info["num_classes"]).tolist()}
     if len(feats) >= 2:
-        mu_r, sigma_r, n_ref = reference_stats(clf, dataset, root)
+        mu_r, sigma_r, n_ref = reference_stats(clf, dataset, root, setup)
         mu, sigma = gaussian_stats(feats)
         fd = frechet_distance(mu, sigma, mu_r, sigma_r)
         out["classifier_fd"] = round(fd, 5) if math.isfinite(fd) else None
         out["classifier_fd_reference_images"] = n_ref
+        counts = class_counts(labels, clf.info["num_classes"])
+        cache = clf.path.with_name(_cache_stem(clf, setup, "floor") +
+                                   f"-{layout_name(len(feats), counts)}.json")
+        floor, why = floor_distance(dataset, len(feats), counts, lambda x: predict(clf.model, x, setup=setup)[1],
+                                    (mu_r, sigma_r), cache, root)
+        out.update({"classifier_fd_floor": floor, "classifier_fd_ratio": ratio(out["classifier_fd"], floor),
+                    "floor_images": len(feats), "floor_class_counts": counts,
+                    "floor_note": f"no floor: {why}" if floor is None else NOTE})
     out["classifier_note"] = ("classifier FD: Fréchet distance in this toolkit's own classifier's 128-d feature "
                               "space; NOT comparable to published FID, only to other classifier FDs with the same "
                               "classifier SHA-256 and the same number of samples")
+    out["feature_setup"] = setup.key
     return out

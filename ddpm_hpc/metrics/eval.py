@@ -1,6 +1,7 @@
 """The eval job: N samples of an experiment (fresh from a checkpoint, or an existing ``samples/<tag>.safetensors``),
 scored by the toolkit's classifier (conditional accuracy, classifier FD) and by FID when the Inception weights file
-is present, written to ``experiments/<exp>/eval/`` with N, sampler, steps, NFE, guidance and checkpoint:
+is present, each distance next to its real-data floor at the same N and class counts (``floor.py``), written to
+``experiments/<exp>/eval/`` with N, sampler, steps, NFE (network evaluations per image), guidance and checkpoint:
 
 - ``fresh-<tag>.json`` for images drawn by the eval itself, ``<tag>`` as for sample grids
   (``fresh-step0001500-heun10-w2-n1000-seed1234.json``);
@@ -33,7 +34,8 @@ from ..errors import UserError
 from ..logging_utils import log
 from ..sampling import NUM_CLASSES, Loaded, class_blocks, load_for_sampling, sample_images, sample_tag
 from ..trainer import resolve_device
-from . import classifier, fid
+from . import classifier, fid  # noqa: F401 - tests patch them through this module
+from .scoring import make_scorer, summary
 
 
 DEFAULT_N = 1000  # images drawn by an evaluation without --n (with --samples: all of the file's)
@@ -108,25 +110,6 @@ def _from_file(exp: Experiment, samples: str, n: int | None,
     return images, labels, info, stem
 
 
-def _fid_network(fid_weights: str | None, device, log_fn) -> tuple[fid.FeatureNet | None, str | None]:
-    """The Inception network, or (None, why FID is skipped) when no weights file is there and none was named."""
-    path = fid.weights_path(fid_weights)
-    if not path.is_file() and not fid_weights:
-        message = f"FID skipped: no Inception-v3 weights at {path}: {fid.HOW_TO_GET}"
-        log_fn(message)
-        return None, message
-    return fid.load_inception(path, device), None
-
-
-def _classifier(dataset: str, device, log_fn) -> classifier.Classifier:
-    if classifier.weights_path(dataset).exists():
-        return classifier.load_classifier(dataset, device)  # a damaged one is an error, never silently replaced
-    log_fn(f"no classifier for {dataset} yet: training it once (ddpm-hpc classifier {dataset})")
-    clf = classifier.train_classifier(dataset, device=device, log_fn=log_fn)
-    clf.model.to(device)
-    return clf
-
-
 def run_eval(exp: Experiment, n: int | None = None, fid_weights: str | None = None, samples: str | None = None,
              fid_ref_images: int = 0, force: bool = False, log_fn=log) -> Path:
     """Sample (or read) N images, score them, write ``experiments/<exp>/eval/<name>.json``; returns its path."""
@@ -142,28 +125,15 @@ def run_eval(exp: Experiment, n: int | None = None, fid_weights: str | None = No
     out = paths.experiment_dir(exp.name) / "eval" / f"{stem}.json"
     if out.exists() and not force:
         raise UserError(f"{out} exists (made by an earlier eval); pass --force to replace it, or move it away")
-    net, fid_skipped = _fid_network(fid_weights, device, log_fn)
-    dataset = info["dataset"]
-    clf = _classifier(dataset, device, log_fn)
-    classifier.reference_stats(clf, dataset)  # cached; here so that a missing dataset fails before the sampling
-    if net is not None:
-        fid.reference_stats(net, dataset, fid_ref_images)
+    scorer = make_scorer(info["dataset"], device, fid_weights, fid_ref_images, log_fn)
     if run is not None:
         images, labels, drawn = _draw(run, n, device, log_fn)
         info.update(drawn)
     result = {"experiment": exp.name, "n": len(images), **info}
-    result.update(classifier.score(clf, images, labels, dataset))
-    result.update({"fid": None, "fid_reference_images": None, "fid_note": fid_skipped})
-    if net is not None:
-        log_fn(f"computing FID of {len(images)} images against the {dataset} training split on {device}")
-        result.update(fid.fid(net, images, dataset, fid_ref_images))
-
+    result.update(scorer.score(images, labels, log_fn))
     result.update({"eval_seconds": round(time.monotonic() - t0, 1), "device": str(device),
                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, (json.dumps(result, indent=1) + "\n").encode())
-    acc = result["conditional_accuracy"]
-    log_fn(f"wrote {out}: conditional accuracy {'n/a' if acc is None else f'{acc:.2%}'}, classifier FD "
-           f"{result.get('classifier_fd')}, FID {result['fid'] if result['fid'] is not None else 'skipped'}, "
-           f"{result.get('nfe_per_image')} NFE per image")
+    log_fn(f"wrote {out}: {summary(result)}")
     return out

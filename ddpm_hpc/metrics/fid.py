@@ -14,7 +14,8 @@ it once from torch-fidelity's own URL on a machine with internet (the login node
 extra ``pip install -e '.[fid]'``.
 
 Reference statistics (mean and covariance of the real images' features, float64) are computed once per dataset,
-number of images and weights file, and cached as safetensors under ``checkpoints/_fid/``. Any feature network with the
+number of images, weights file, device type and precision, and cached as safetensors under ``checkpoints/_fid/``;
+so is the real-data floor of each N and class layout (``floor.py``). Any feature network with the
 same interface (uint8 N x 3 x H x W -> N x D) can stand in for Inception, as the tests do.
 """
 
@@ -34,8 +35,9 @@ from torch import nn
 
 from .. import paths
 from ..checkpoint import atomic_write
-from ..data import load_dataset
 from ..errors import UserError
+from .floor import NOTE as FLOOR_NOTE
+from .floor import FeatureSetup, class_counts, eval_setup, floor_distance, layout_name, ratio, real_splits
 from .frechet import frechet_distance, gaussian_stats
 
 ENV = "DDPM_HPC_FID_WEIGHTS"
@@ -44,7 +46,8 @@ WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129
 WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + WEIGHTS_FILE  # if not importable
 HOW_TO_GET = ("run `make fid-weights` on a machine with internet (the login node), or set "
               f"{ENV} to a copy of {WEIGHTS_FILE}")
-NOTE = ("FID: Inception-v3 (2015-12-05) pool features via torch-fidelity against the dataset's training split; "
+NOTE = ("FID: Inception-v3 (2015-12-05) pool features via torch-fidelity against the dataset's training split "
+        "(digits: 80 % of it); "
         "comparable to published FID only at the same N of samples and reference images (usually 50k)")
 
 
@@ -102,37 +105,62 @@ def load_inception(path: Path, device="cpu", expected_sha256: str = WEIGHTS_SHA2
     return FeatureNet(_Pool2048(net).to(device).eval(), expected_sha256[:12], "inception-v3-2015-12-05")
 
 
+def _setup(net: FeatureNet, setup: FeatureSetup | None) -> FeatureSetup:
+    return setup or eval_setup(next(net.module.parameters()).device)
+
+
 @torch.inference_mode()
-def features(net: FeatureNet, images_uint8: torch.Tensor, batch_size: int = 100) -> np.ndarray:
+def features(net: FeatureNet, images_uint8: torch.Tensor, batch_size: int = 100,
+             setup: FeatureSetup | None = None) -> np.ndarray:
     device = next(net.module.parameters()).device
-    out = [net.module(images_uint8[i:i + batch_size].to(device)).double().cpu()
-           for i in range(0, len(images_uint8), batch_size)]
+    setup = _setup(net, setup)
+    out = []
+    for i in range(0, len(images_uint8), batch_size):
+        with setup.autocast():
+            out.append(net.module(images_uint8[i:i + batch_size].to(device)).double().cpu())
     return torch.cat(out).reshape(len(images_uint8), -1).numpy()
 
 
-def reference_stats(net: FeatureNet, dataset: str, max_images: int = 0,
-                    root=None) -> tuple[np.ndarray, np.ndarray, int]:
-    """Feature statistics of the training split (its first ``max_images`` images when > 0), computed once."""
+def _cache_stem(net: FeatureNet, dataset: str, max_images: int, setup: FeatureSetup) -> str:
+    """Everything that changes the statistics: the reference images, the network's weights, device type, precision."""
     which = f"first{max_images}" if max_images else "all"
-    cache = paths.checkpoints_root() / "_fid" / f"{dataset}-train-{which}-{net.name}-{net.id}.safetensors"
+    return f"{dataset}-train-{which}-{net.name}-{net.id}-{setup.key}"
+
+
+def reference_stats(net: FeatureNet, dataset: str, max_images: int = 0, root=None,
+                    setup: FeatureSetup | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Feature statistics of the reference split (its first ``max_images`` images when > 0), computed once per
+    dataset, network, device type and precision."""
+    setup = _setup(net, setup)
+    cache = paths.checkpoints_root() / "_fid" / f"{_cache_stem(net, dataset, max_images, setup)}.safetensors"
     if cache.is_file():
         t = load_file(cache)
         return t["mu"].numpy(), t["sigma"].numpy(), int(t["n"].item())
-    images = load_dataset(dataset, root, train=True).images
+    images = real_splits(dataset, root)[0]
     if max_images:
         images = images[:max_images]
-    mu, sigma = gaussian_stats(features(net, images))
+    mu, sigma = gaussian_stats(features(net, images, setup=setup))
     cache.parent.mkdir(parents=True, exist_ok=True)
     stats = {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": torch.tensor(len(images))}
-    atomic_write(cache, save_bytes(stats, metadata={"dataset": dataset, "network": net.name}))
+    atomic_write(cache, save_bytes(stats, metadata={"dataset": dataset, "network": net.name, "setup": setup.key}))
     return mu, sigma, len(images)
 
 
-def fid(net: FeatureNet, images_uint8: torch.Tensor, dataset: str, ref_images: int = 0, root=None) -> dict:
-    mu_r, sigma_r, n_ref = reference_stats(net, dataset, ref_images, root)
-    mu, sigma = gaussian_stats(features(net, images_uint8))
-    return {"fid": round(frechet_distance(mu, sigma, mu_r, sigma_r), 4), "fid_reference_images": n_ref,
-            "fid_network": net.name, "fid_note": NOTE}
+def fid(net: FeatureNet, images_uint8: torch.Tensor, dataset: str, ref_images: int = 0, root=None,
+        labels: torch.Tensor | None = None, num_classes: int = 10, setup: FeatureSetup | None = None) -> dict:
+    """FID of the images and its real-data floor at the same N and class counts (``labels``; floor.py)."""
+    setup = _setup(net, setup)
+    mu_r, sigma_r, n_ref = reference_stats(net, dataset, ref_images, root, setup)
+    mu, sigma = gaussian_stats(features(net, images_uint8, setup=setup))
+    value = round(frechet_distance(mu, sigma, mu_r, sigma_r), 4)
+    counts = class_counts(labels, num_classes)
+    cache = paths.checkpoints_root() / "_fid" / \
+        f"{_cache_stem(net, dataset, ref_images, setup)}-floor-{layout_name(len(images_uint8), counts)}.json"
+    floor, why = floor_distance(dataset, len(images_uint8), counts, lambda x: features(net, x, setup=setup),
+                                (mu_r, sigma_r), cache, root)
+    return {"fid": value, "fid_reference_images": n_ref, "fid_network": net.name, "fid_note": NOTE,
+            "fid_floor": floor, "fid_ratio": ratio(value, floor),
+            "fid_floor_note": f"no floor: {why}" if floor is None else FLOOR_NOTE}
 
 
 def fetch(dest: Path | None = None) -> Path:
