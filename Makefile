@@ -8,8 +8,15 @@
 #   make data                   download MNIST and CIFAR-10 into $DDPM_HPC_DATA (login node: it has internet)
 #   make submit EXP=name [SET=...] [FORCE=1]   train on SLURM (+ a chained sampling job); docs/slurm.md
 #   make status [EXP=name]   make logs EXP=name [RANK=r]   make cancel EXP=name   make sample EXP=name [SET=...]
+#   make sweep SWEEP=name | EXP=base GRID="train.lr=1e-4,3e-4 ..." [NAME=..] [SEEDS=n] [SET=..]   job arrays; docs/sweeps.md
+#   make sweep-local SWEEP=name | EXP=base GRID=... [LIST=1: list the members only]   make status|cancel SWEEP=name
 #   make report [EXP=name]   make pull EXP=name|all [CKPT=1]                     docs/results.md
-#   make eval EXP=name [SET=...] [ARGS="--n 1000"]   make fid-weights             sample-quality metrics
+#   make compare EXPS="a b c" [ARGS="--metric fid"]   one page comparing experiments  docs/results.md
+#   make eval EXP=name [SET=...] [ARGS="--n 1000"] [LOCAL=1]   make fid-weights     sample quality; docs/results.md
+#   make eval-sweep EXP=name GRID="sample.guidance=1,2 sample.steps=4,8" [ARGS=..] [LOCAL=1]   one checkpoint, a grid
+#   make classifier EXP=name [ARGS="--steps 1500 --force"]   the classifier eval scores with, for EXP's dataset
+#       eval, eval-sweep and classifier submit a SLURM job where sbatch is on PATH (a login node), else run here;
+#       LOCAL=1: here
 #   make bench [ARGS=...]   make gpu-check (on a GPU node: GPU tests + CUDA benchmark)   docs/performance.md
 #   make test-slurm             the SLURM suite on a throwaway local cluster (needs root)
 
@@ -26,7 +33,7 @@ SET    ?=
 .PHONY: setup demo test local local-sample train sample data list help
 
 help:
-	@sed -n '2,15p' Makefile
+	@sed -n '/^$$/q;2,$$p' Makefile  # the comment block above, up to its blank line
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -72,39 +79,70 @@ submit:
 	$(CLI) submit $(EXP) $(SET) $(if $(FORCE),--force)
 
 status:
-	@$(CLI) status $(EXP)
+	@$(CLI) status $(EXP) $(if $(SWEEP),--sweep $(SWEEP))
 
 logs:
 	@test -n "$(EXP)" || { echo "usage: make logs EXP=<name>"; exit 2; }
 	@$(CLI) logs $(EXP) $(if $(RANK),--rank $(RANK))
 
 cancel:
-	@test -n "$(EXP)" || { echo "usage: make cancel EXP=<name>"; exit 2; }
-	$(CLI) cancel $(EXP)
+	@test -n "$(EXP)$(SWEEP)" || { echo "usage: make cancel EXP=<name> | SWEEP=<name>"; exit 2; }
+	$(CLI) cancel $(EXP) $(if $(SWEEP),--sweep $(SWEEP))
 
 sample:
 	@test -n "$(EXP)" || { echo "usage: make sample EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"]"; exit 2; }
 	$(CLI) submit-sample $(EXP) $(SET)
+
+# Sweeps (docs/sweeps.md): many members from one command, each an ordinary experiment <sweep>-<what varies>
+SWEEP_USAGE = usage: make $@ SWEEP=<name> (experiments/sweeps/<name>.yaml) | EXP=<base> GRID="key=v1,v2 ..." [NAME=..] [SEEDS=n] [PARALLEL=k] [SET=..]
+SWEEP_ARGS = $(SWEEP) $(if $(EXP),--base $(EXP)) $(if $(GRID),--grid '$(GRID)') $(if $(NAME),--name $(NAME)) \
+	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(PARALLEL),--parallelism $(PARALLEL)) $(if $(LIST),--list) $(SET)
+.PHONY: sweep sweep-local
+sweep:
+	@test -n "$(SWEEP)$(EXP)" || { echo '$(SWEEP_USAGE)'; exit 2; }
+	$(CLI) sweep $(SWEEP_ARGS) $(if $(FORCE),--force)
+
+sweep-local:
+	@test -n "$(SWEEP)$(EXP)" || { echo '$(SWEEP_USAGE)'; exit 2; }
+	$(CLI) sweep-local $(SWEEP_ARGS)
 
 test-slurm:
 	bash tests/slurm/cluster.sh up && $(PY) -m pytest -q -m slurm tests/slurm; \
 	rc=$$?; bash tests/slurm/cluster.sh down; exit $$rc
 
 # Results (docs/results.md): make report [EXP=name]   make pull EXP=<name>|all [CKPT=1]  (REMOTE in .env)
-.PHONY: pull report
+.PHONY: pull report compare
 pull:
 	@bash scripts/pull.sh "$(EXP)" "$(CKPT)"
 
 report:
 	$(CLI) report $(or $(EXP),all)
 
+# experiments/_compare/<names>/index.html (ARGS="--out DIR --metric fid|classifier_fd|accuracy|loss|...")
+compare:
+	@test -n "$(EXPS)" || { echo "usage: make compare EXPS=\"a b c\" [ARGS=\"--metric fid\"]"; exit 2; }
+	$(CLI) compare $(EXPS) $(ARGS)
+
 # Sample quality (ddpm_hpc/metrics): make eval EXP=<name> [SET="sample.sampler=ddim sample.steps=50"] [ARGS="--n 1000"]
 #   -> experiments/<name>/eval/fresh-<tag>.json (ARGS="--samples <tag>": eval/samples-<tag>.json; --force replaces)
 #   make fid-weights   fetch the FID Inception weights (login node: internet)
-.PHONY: eval fid-weights
+#   make eval-sweep EXP=<name> GRID="sample.guidance=1,2 sample.steps=4,8" -> eval/sweep-<tag>.json + .png (frontier)
+# Both submit a job (ddpm-hpc submit-eval / submit-eval-sweep) where sbatch is on PATH and this is not already a SLURM
+# job (a login node forbids computing), else run here (ddpm-hpc eval / eval-sweep); LOCAL=1 always runs here.
+.PHONY: eval eval-sweep classifier fid-weights
+HERE_OR_JOB = if [ -z "$(LOCAL)" ] && [ -z "$$SLURM_JOB_ID" ] && command -v sbatch >/dev/null 2>&1; then
 eval:
-	@test -n "$(EXP)" || { echo "usage: make eval EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"]"; exit 2; }
-	$(CLI) eval $(EXP) $(SET) $(ARGS)
+	@test -n "$(EXP)" || { echo "usage: make eval EXP=<name> [SET=\"sample.sampler=ddim sample.steps=50\"] [LOCAL=1]"; exit 2; }
+	@$(HERE_OR_JOB) $(CLI) submit-eval $(EXP) $(SET) $(ARGS); else $(CLI) eval $(EXP) $(SET) $(ARGS); fi
+
+eval-sweep:
+	@test -n "$(EXP)" -a -n "$(GRID)" || { echo "usage: make eval-sweep EXP=<name> GRID=\"sample.guidance=1,2 sample.steps=4,8\" [SET=...] [ARGS=\"--n 500\"] [LOCAL=1]"; exit 2; }
+	@$(HERE_OR_JOB) $(CLI) submit-eval-sweep $(EXP) $(SET) --grid $(GRID) $(ARGS); \
+	else $(CLI) eval-sweep $(EXP) $(SET) --grid $(GRID) $(ARGS); fi
+
+classifier:
+	@test -n "$(EXP)" || { echo "usage: make classifier EXP=<name> [ARGS=\"--steps 1500 --force\"] [LOCAL=1]"; exit 2; }
+	@$(HERE_OR_JOB) $(CLI) submit-classifier $(EXP) $(ARGS); else $(CLI) classifier $(EXP) $(ARGS); fi
 
 fid-weights:
 	$(PY) -m pip install -e '.[fid]'

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .config import available_experiments, load_experiment
 from .errors import UserError
@@ -78,6 +79,19 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .report.compare import check_names, default_out_dir, write_comparison
+
+    check_names(args.experiments)
+    out = Path(args.out).expanduser() if args.out else default_out_dir(args.experiments)
+    try:
+        page = write_comparison(args.experiments, out, title=args.title, metric=args.metric)
+    except OSError as exc:
+        raise UserError(f"could not write the comparison to {out}: {exc.strerror or exc}") from None
+    print(f"wrote {page}")
+    return 0
+
+
 def cmd_data(args) -> int:
     from .data import DATASETS, download_dataset
 
@@ -90,12 +104,62 @@ def cmd_data(args) -> int:
     return 0
 
 
+def eval_options(args) -> dict:
+    """The keyword arguments of run_eval / run_eval_sweep from the parsed options (also used by submit-eval)."""
+    out = {"n": args.n, "fid_weights": args.fid_weights, "fid_ref_images": args.fid_ref_images, "force": args.force}
+    if getattr(args, "samples", None):
+        out["samples"] = args.samples
+    return out
+
+
+def parse_grid_items(items: list[str]) -> dict:
+    from .sweep import parse_grid
+
+    return parse_grid(items)
+
+
 def cmd_eval(args) -> int:
     from .metrics.eval import run_eval
 
-    run_eval(load_experiment(args.experiment, args.overrides), n=args.n, fid_weights=args.fid_weights,
-             samples=args.samples, fid_ref_images=args.fid_ref_images, force=args.force)
+    run_eval(load_experiment(args.experiment, args.overrides), **eval_options(args))
     return 0
+
+
+def cmd_eval_sweep(args) -> int:
+    exp = load_experiment(args.experiment, args.overrides)
+    grid = parse_grid_items(args.grid)
+    from .metrics.eval_sweep import run_eval_sweep
+
+    run_eval_sweep(exp, grid, **eval_options(args))
+    return 0
+
+
+def add_classifier_options(p):
+    p.add_argument("--steps", type=whole(1), default=None,
+                   help="training steps, at least 1 (default: per dataset)")
+    p.add_argument("--seed", type=whole(0), default=0)
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing classifier (classifier FDs computed with the old one no longer compare)")
+    return p
+
+
+def add_eval_options(p, samples: bool = True, grid: bool = False):
+    """The options of eval and eval-sweep, here and as SLURM jobs (submit-eval, submit-eval-sweep)."""
+    if grid:
+        p.add_argument("--grid", nargs="+", required=True, metavar="sample.key=v1,v2",
+                       help="the sample.* settings to vary, e.g. --grid sample.guidance=1,2 sample.steps=4,8")
+    p.add_argument("--n", type=whole(2), default=None,
+                   help="number of samples, at least 2 (default 1000" + ("; with --samples: all of the file's, or N "
+                                                                          "of them taking the classes in turn)"
+                                                                          if samples else " per point)"))
+    p.add_argument("--fid-weights", help="Inception-v3 weights file (default: $DDPM_HPC_FID_WEIGHTS or data/fid/)")
+    p.add_argument("--fid-ref-images", type=fid_reference_count, default=0,
+                   help="FID reference: the first N training images, N >= 2 (default 0: all)")
+    if samples:
+        p.add_argument("--samples", help="score an existing samples/<tag>.safetensors instead of sampling")
+    p.add_argument("--force", action="store_true", help="replace an existing eval file of the same name" if not grid
+                   else "score every point again, even those an earlier sweep scored with the same settings")
+    return p
 
 
 def cmd_classifier(args) -> int:
@@ -103,8 +167,16 @@ def cmd_classifier(args) -> int:
     from .metrics.classifier import train_classifier
     from .trainer import resolve_device
 
+    from .data import DATASETS
+
+    dataset = args.dataset
+    if dataset not in DATASETS:  # an experiment's name: its dataset
+        if dataset not in available_experiments():
+            raise UserError(f"ddpm-hpc classifier: {dataset!r} is neither a dataset ({', '.join(DATASETS)}) nor an "
+                            f"experiment (make list)")
+        dataset = load_experiment(dataset).data.dataset
     device = resolve_device(args.device, DistContext(), "--device")
-    clf = train_classifier(args.dataset, steps=args.steps, seed=args.seed, device=device, force=args.force)
+    clf = train_classifier(dataset, steps=args.steps, seed=args.seed, device=device, force=args.force)
     print(f"wrote {clf.path} (SHA-256 {clf.sha256})")
     return 0
 
@@ -142,29 +214,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("datasets", nargs="*", metavar="dataset", help="mnist and/or cifar10 (default: both)")
     p.set_defaults(func=cmd_data)
     sub.add_parser("list", help="list experiments").set_defaults(func=cmd_list)
-    p = with_experiment(sub.add_parser(
-        "eval", help="score N samples: classifier accuracy and FD, and FID when Inception weights are there"))
-    p.add_argument("--n", type=whole(2), default=None,
-                   help="number of samples, at least 2 (default 1000; with --samples: all of the file's, or N of "
-                        "them taking the classes in turn)")
-    p.add_argument("--fid-weights", help="Inception-v3 weights file (default: $DDPM_HPC_FID_WEIGHTS or data/fid/)")
-    p.add_argument("--fid-ref-images", type=fid_reference_count, default=0,
-                   help="FID reference: the first N training images, N >= 2 (default 0: all)")
-    p.add_argument("--samples", help="score an existing samples/<tag>.safetensors instead of sampling")
-    p.add_argument("--force", action="store_true", help="replace an existing eval file of the same name")
-    p.set_defaults(func=cmd_eval)
-    p = sub.add_parser("classifier", help="train the small classifier that eval scores samples with")
-    p.add_argument("dataset", choices=["mnist", "cifar10", "digits"])
-    p.add_argument("--steps", type=whole(1), default=None,
-                   help="training steps, at least 1 (default: per dataset)")
-    p.add_argument("--seed", type=whole(0), default=0)
+    add_eval_options(with_experiment(sub.add_parser(
+        "eval", help="here: score N samples (classifier accuracy and FD, FID when Inception weights are there), "
+                     "each distance next to its real-data floor"))).set_defaults(func=cmd_eval)
+    add_eval_options(with_experiment(sub.add_parser(
+        "eval-sweep", help="here: sample and score every point of a grid of sample.* settings from one checkpoint")),
+        samples=False, grid=True).set_defaults(func=cmd_eval_sweep)
+    p = sub.add_parser("classifier", help="here: train the small classifier that eval scores samples with")
+    p.add_argument("dataset", metavar="dataset|experiment", help="mnist, cifar10, digits, or an experiment's name")
+    add_classifier_options(p)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--force", action="store_true",
-                   help="replace an existing classifier (classifier FDs computed with the old one no longer compare)")
     p.set_defaults(func=cmd_classifier)
+    p = sub.add_parser("sweep-local", help="train, sample (and eval) every member of a sweep here, one after another; "
+                                           "run it again to continue")
+    from .sweep_local import add_arguments, cmd_sweep_local
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_sweep_local)
     p = sub.add_parser("report", help="write experiments/<name>/index.html and experiments/index.html (static HTML)")
     p.add_argument("target", nargs="?", default="all", metavar="EXP|all", help="default: all")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("compare", help="one page comparing experiments: table, loss curves, grids, the best marked")
+    p.add_argument("experiments", nargs="+", metavar="EXP", help="two or more experiment names")
+    p.add_argument("--out", help="output folder (default: experiments/_compare/<names>/)")
+    p.add_argument("--metric", help="rank by fid, classifier_fd, accuracy, loss, img_per_s or compute_hours "
+                   "(default: fid, else classifier_fd, else loss: the first every member has)")
+    p.add_argument("--title", help="the page's title")
+    p.set_defaults(func=cmd_compare)
     for register in _extensions():
         register(sub, with_experiment)
     return parser

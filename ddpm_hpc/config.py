@@ -97,6 +97,7 @@ class TrainConfig:
     adam: Literal["auto", "fused", "foreach", "for-loop"] = "auto"  # auto: fused (foreach for channels_last on a CPU)
     cudnn_benchmark: bool = True  # CUDA only: let cuDNN pick the fastest convolution algorithms
     sync_batchnorm: bool = True  # multi-GPU only
+    tensorboard: bool = False  # also write TensorBoard events to experiments/<name>/tensorboard/ (an optional extra)
 
 
 def _check_interval(value: tuple, where: str) -> None:
@@ -409,7 +410,8 @@ def build_experiment(name: str, data: dict, where: str) -> Experiment:
     return exp
 
 
-def load_experiment(name: str, overrides: list[str] | None = None) -> Experiment:
+def experiment_file_data(name: str) -> dict:
+    """The raw mapping of ``experiments/<name>.yaml`` as written (no cluster defaults, no overrides)."""
     path = paths.experiment_file(name)
     if not path.is_file():
         names = available_experiments()
@@ -417,7 +419,11 @@ def load_experiment(name: str, overrides: list[str] | None = None) -> Experiment
         hint = (f"; did you mean '{match[0]}'?" if match else "") + \
             (f"; available experiments: {', '.join(names)}" if names else "; there are no experiment files")
         raise ConfigError(f"no experiment '{name}' in {path.parent}{hint}")
-    data = _read_yaml(path)
+    return _read_yaml(path)
+
+
+def with_cluster_defaults(data: dict) -> dict:
+    """``data`` with the cluster defaults merged under its ``slurm:`` section."""
     defaults = cluster_defaults_file()
     if defaults.is_file():
         cluster = _read_yaml(defaults)
@@ -425,10 +431,20 @@ def load_experiment(name: str, overrides: list[str] | None = None) -> Experiment
         if unknown:
             raise ConfigError(f"{defaults}: only a 'slurm' section is allowed, found {sorted(unknown)}")
         data = _merge({"slurm": cluster.get("slurm") or {}}, data)
-    where = str(path)
+    return data
+
+
+def with_overrides(data: dict, overrides: list[str]) -> dict:
+    """``data`` with ``section.key=value`` overrides merged over it."""
+    return _merge(data, parse_overrides(overrides)) if overrides else data
+
+
+def load_experiment(name: str, overrides: list[str] | None = None) -> Experiment:
+    data = with_cluster_defaults(experiment_file_data(name))
+    where = str(paths.experiment_file(name))
     if overrides:
-        data = _merge(data, parse_overrides(overrides))
-        where = f"{path} (with overrides {' '.join(overrides)})"
+        data = with_overrides(data, overrides)
+        where = f"{where} (with overrides {' '.join(overrides)})"
     return build_experiment(name, data, where)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from . import paths
+from . import paths, tensorboard_log
 from .config import Experiment
 from .distributed import DistContext
 from .figures import forward_process_figure, loss_plot
@@ -31,8 +31,9 @@ def write_forward_figure(run: Run) -> Path:
     return forward_process_figure(model, run.objective, run.dataset.images[idx], labels, path)
 
 
-def preview_grid(run: Run) -> None:
-    """``sample.every``: a small grid with the cheap sampler settings, to watch progress in the report."""
+def preview_grid(run: Run) -> Path:
+    """``sample.every``: a small grid with the cheap sampler settings, to watch progress in the report. Returns the
+    PNG's path."""
     from .sampling import grid_labels, sample_images, sample_tag, write_samples
 
     cheap = {"sampler": "ddim", "steps": min(50, run.exp.diffusion.T), "eta": 0.0} \
@@ -47,18 +48,39 @@ def preview_grid(run: Run) -> None:
     tag = "preview-" + sample_tag(run.step, exp, labels is not None)
     info = {"experiment": exp.name, "step": run.step, "sampler": exp.sample.sampler, "steps": exp.sample_steps,
             "nfe_per_image": result.nfe, "seed": exp.sample.seed, "preview": True}
-    write_samples(paths.experiment_dir(exp.name) / "samples", tag, result, info, nrow)
+    return write_samples(paths.experiment_dir(exp.name) / "samples", tag, result, info, nrow)
 
 
 def run_training(exp: Experiment, ctx: DistContext = DistContext(), log_fn=log, after_step=None) -> TrainOutcome:
     holder: dict = {}
+    if exp.train.tensorboard:
+        tensorboard_log.require()  # before any work: one line, not a traceback mid-run
+    tb = tensorboard_log.TensorBoardLog(exp.name) if exp.train.tensorboard and ctx.is_main else None
 
     def on_checkpoint(run: Run, _path: Path) -> None:
         holder["run"] = run
         refresh_loss_plot(exp)
         refresh_report(exp.name, log_fn)
+        if tb:
+            tb.flush()
 
-    outcome = train(exp, ctx, log_fn, on_checkpoint=on_checkpoint, every_steps=preview_grid, after_step=after_step)
+    def every_steps(run: Run) -> None:
+        png = preview_grid(run)
+        if tb:
+            tb.preview(run, png)
+
+    def each_step(run: Run) -> None:
+        if tb:
+            tb.after_step(run)
+        if after_step:
+            after_step(run)
+
+    try:
+        outcome = train(exp, ctx, log_fn, on_checkpoint=on_checkpoint, every_steps=every_steps,
+                        after_step=each_step if tb or after_step else None)
+    finally:
+        if tb:
+            tb.close()
     if ctx.is_main and outcome.status == "finished" and "run" in holder:
         log_fn(f"wrote {write_forward_figure(holder['run'])}")
         log_fn(f"wrote {paths.experiment_dir(exp.name) / 'loss.png'}")  # drawn at the final checkpoint

@@ -94,13 +94,14 @@ def check_slurm_config(exp: Experiment) -> None:
 
 
 def sbatch_parameters(exp: Experiment, kind: str, dependency: str | None = None) -> dict:
-    """Keyword arguments for ``SlurmExecutor.update_parameters`` for the ``train`` or ``sample`` job."""
+    """Keyword arguments for ``SlurmExecutor.update_parameters`` for the ``train`` job or a one-process job
+    (``sample``, ``eval``, ``eval-sweep``: one task, at most one GPU, ``slurm.sample_time_min``)."""
     s = exp.slurm
     train = kind == "train"
     gpus = gpus_per_node(exp) if train else min(1, gpus_per_node(exp))  # sampling: one process, one GPU
     tasks = tasks_per_node(exp) if train else 1
     params: dict = {
-        "job_name": f"ddpm-{exp.name}" + ("" if kind == "train" else "-sample"),
+        "job_name": f"ddpm-{exp.name}" + ("" if kind == "train" else f"-{kind}"),  # -sample, -eval, -eval-sweep
         "partition": s.partition,
         "time": s.time_min if kind == "train" else s.sample_time_min,
         "nodes": s.nodes if train else 1,

@@ -1,8 +1,10 @@
 """What was submitted and what ran, per experiment, as plain files next to the experiment's outputs.
 
 - ``experiments/<name>/jobs.json``: written by the CLI on the login node (submit, cancel). One entry per job:
-  ``{"job_id", "kind": "train"|"sample", "submitted_at", "overrides", "after", "steps", "world_size",
-  "cancelled_at", "cancelled_by"}`` (``cancelled_by``: ``make cancel`` or ``make submit FORCE=1``).
+  ``{"job_id", "kind": "train"|"sample"|"eval", "submitted_at", "overrides", "after", "steps", "world_size",
+  "cancelled_at", "cancelled_by"}`` (``cancelled_by``: ``make cancel``, ``make submit FORCE=1`` or ``make sweep
+  FORCE=1``). A sweep member's jobs are array tasks (``job_id`` ``<array>_<i>``) and also carry ``sweep`` and
+  ``array``.
 - ``experiments/<name>/logs/events.jsonl``: appended by the jobs on the compute node, one JSON object per line:
   ``{"time", "job_id", "kind", "event", "restart", "step", "message"}`` with event ``start``, ``finished``,
   ``requeued``, ``stopped`` or ``failed``; ``failed`` carries the one-line reason that ``make status`` prints.
@@ -53,6 +55,15 @@ def save(name: str, jobs: list[dict]) -> None:
 
 def add(name: str, entry: dict) -> None:
     save(name, load(name) + [entry])
+
+
+def mark_cancelled(name: str, job_ids: list[str], by: str) -> None:
+    """Record who cancelled these jobs of ``name`` and when (make status shows it)."""
+    entries = load(name)
+    for entry in entries:
+        if str(entry["job_id"]) in job_ids:
+            entry["cancelled_at"], entry["cancelled_by"] = now(), by
+    save(name, entries)
 
 
 def latest(jobs: list[dict], kind: str) -> dict | None:

@@ -7,6 +7,7 @@ callers can degrade (``make status`` without accounting) or refuse (``make submi
 from __future__ import annotations
 
 import getpass
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ class QueueEntry:
 
 def squeue_mine() -> dict[str, QueueEntry]:
     """Every job of this user that slurmctld still knows about and that is not finished, by job id."""
-    out = _run(["squeue", "-h", "-u", getpass.getuser(), "-t", "all", "-o", "%i|%T|%r"])
+    # -r: one line per array task (123_4), pending ones too, as make sweep records them
+    out = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-t", "all", "-o", "%i|%T|%r"])
     jobs = {}
     for line in out.splitlines():
         parts = line.strip().split("|")
@@ -70,17 +72,43 @@ class AcctRow:
 
 def sacct(job_ids: list[str]) -> dict[str, list[AcctRow]]:
     """All runs of each job, oldest first (``-D`` keeps the REQUEUED/PREEMPTED runs). Needs accounting (slurmdbd);
-    it lags slurmctld by a second or two."""
+    it lags slurmctld by a second or two. An array task that never started (``123_4``) has no row of its own: it
+    gets the array's row that covers it (``123_[4-7%2]``, or ``123`` when no task of the array ever started)."""
     if not job_ids:
         return {}
+    arrays = {j.split("_")[0] for j in job_ids if "_" in j}
     out = _run(["sacct", "-D", "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Reason,Start,End",
-                "-j", ",".join(job_ids)])
+                "-j", ",".join(sorted(set(job_ids) | arrays))])
     rows: dict[str, list[AcctRow]] = {j: [] for j in job_ids}
+    covering: list[tuple[str, set[int] | None, AcctRow]] = []  # (array id, task indices or None: all, row)
     for line in out.splitlines():
         parts = line.strip().split("|")
-        if len(parts) == 6 and parts[0] in rows:
+        if len(parts) != 6:
+            continue
+        if parts[0] in rows:
             rows[parts[0]].append(AcctRow(*parts))
+            continue
+        match = _ARRAY_RECORD.match(parts[0])
+        if match and match.group(1) in arrays:
+            covering.append((match.group(1), _indices(match.group(2)) if match.group(2) else None, AcctRow(*parts)))
+    for job_id in job_ids:
+        if "_" in job_id and not rows[job_id] and job_id.split("_")[1].isdigit():
+            array, index = job_id.split("_")[0], int(job_id.split("_")[1])
+            rows[job_id] = [row for a, indices, row in covering if a == array and (indices is None or index in indices)]
     return rows
+
+
+_ARRAY_RECORD = re.compile(r"^(\d+)(?:_\[([0-9,%-]+)\])?$")
+
+
+def _indices(text: str) -> set[int]:
+    """``1-3,7%2`` -> {1, 2, 3, 7} (the ``%2`` throttle is not an index)."""
+    out: set[int] = set()
+    for part in text.split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit():
+            out.update(range(int(lo), int(hi if hi.isdigit() else lo) + 1))
+    return out
 
 
 def scancel(job_ids: list[str]) -> None:
@@ -89,5 +117,18 @@ def scancel(job_ids: list[str]) -> None:
 
 
 def requeue(job_id: str) -> None:
-    """``scontrol requeue``: the job goes back to PENDING (same id) and restarts from its batch script."""
+    """``scontrol requeue``: the job goes back to PENDING (same id) and restarts from its batch script. An array
+    task's id is ``<array>_<task>`` (submitit's ``JobEnvironment().job_id``): only that task is requeued."""
     _run(["scontrol", "requeue", job_id], timeout=60)
+
+
+def max_array_size() -> int:
+    """The cluster's ``MaxArraySize`` (``scontrol show config``): an array's task indices must stay below it."""
+    for line in _run(["scontrol", "show", "config"]).splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize":
+            try:
+                return int(value.strip())
+            except ValueError:
+                break
+    return 1001  # Slurm's default

@@ -19,6 +19,7 @@ from . import registry, slurm
 
 FAILURES = tuple(FAILED_JOB_STATES)  # for str.startswith
 NEVER_STARTED = ("", "None", "Unknown")  # sacct's Start of a run that has not begun
+ONE_PROCESS_KINDS = ("sample", "eval", "eval-sweep", "classifier")  # shown after training: the newest of each
 
 
 @dataclass
@@ -168,6 +169,7 @@ def experiment_status(name: str, queue: dict | None, acct: dict | None) -> str:
     jobs = registry.load(name)
     train = registry.latest(jobs, "train")
     sample = registry.latest(jobs, "sample")
+    others = [j for j in (registry.latest(jobs, kind) for kind in ONE_PROCESS_KINDS) if j]  # the newest of each kind
     pieces = []
     running, run_start = False, None
     if train:
@@ -181,8 +183,7 @@ def experiment_status(name: str, queue: dict | None, acct: dict | None) -> str:
             text += f"  restarts {view.restarts}"
         pieces.append(text)
     pieces.append(training_progress(name, (train or sample or {}).get("steps"), running, run_start))
-    if sample:
-        pieces.append(job_view(name, sample, queue, acct).describe())
+    pieces += [job_view(name, j, queue, acct).describe() for j in others]
     return f"{name}  " + "  |  ".join(pieces)
 
 

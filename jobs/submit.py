@@ -83,14 +83,26 @@ _SUBMITIT_TEMPORARY = re.compile(r"^(\.submission_file_)?[0-9a-f]{32}\.(pkl|sh)$
 
 def _submit(exp: Experiment, kind: str, folder: Path, dependency: str | None, job):
     """Submit one job; if that fails, remove what the attempt left in ``folder`` and raise one line."""
+    return submit_with(exp, kind, folder, dependency, lambda executor: executor.submit(job))
+
+
+WHAT = {"train": "training", "sample": "sampling"}  # how messages name a job of each kind (others: the kind)
+
+
+def submit_with(exp: Experiment, kind: str, folder: Path, dependency: str | None, send, what: str | None = None,
+                **parameters):
+    """``send(executor)`` (one job, or a job array: jobs/sweep.py) with ``exp``'s sbatch parameters updated by
+    ``parameters``; if sbatch refuses, remove what the attempt left in ``folder`` and raise one line."""
     from submitit.core.utils import FailedJobError
 
     new_dirs = [d for d in (folder, *folder.parents) if not d.exists()]  # deepest first
     before = set(folder.iterdir()) if folder.is_dir() else set()
-    what = "training" if kind == "train" else "sampling"
+    what = what or WHAT.get(kind, kind)
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr; the error below has it
-            return make_executor(exp, kind, folder, dependency).submit(job)
+            executor = make_executor(exp, kind, folder, dependency)
+            executor.update_parameters(**parameters)
+            return send(executor)
     except (RuntimeError, OSError) as exc:  # FailedJobError: sbatch said no; others: sbatch or srun unusable
         _remove_leftovers(folder, before, new_dirs)
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
@@ -122,11 +134,7 @@ def _cancel(name: str, jobs: list[dict], by: str) -> list[str]:
         slurm.scancel(ids)
     except slurm.SlurmUnavailable as exc:
         raise UserError(f"could not cancel {', '.join(ids)} of {name}: {exc}") from None
-    entries = registry.load(name)
-    for entry in entries:
-        if str(entry["job_id"]) in ids:
-            entry["cancelled_at"], entry["cancelled_by"] = registry.now(), by
-    registry.save(name, entries)
+    registry.mark_cancelled(name, ids, by)
     return ids
 
 
@@ -186,8 +194,18 @@ def submit_training(name: str, overrides: list[str], force: bool = False, out=pr
 
 def submit_sampling(name: str, overrides: list[str], out=print) -> str:
     exp = load_experiment(name, overrides)
+    job = SampleJob(exp.to_json(), current_roots(), exp.slurm.max_requeues)
+    return submit_after_training(exp, overrides, "sample", job, f"use ddpm-hpc sample {name} here",
+                                 f"({exp.sample.sampler}, {exp.sample_steps} steps)", out)
+
+
+def submit_after_training(exp: Experiment, overrides: list[str], kind: str, job, instead: str, detail: str,
+                          out=print) -> str:
+    """A one-process job that reads the experiment's checkpoint (sampling, eval): after the live training job
+    succeeds if there is one, else now (refused without a checkpoint)."""
+    name = exp.name
     check_slurm_config(exp)
-    _require_slurm(f"use ddpm-hpc sample {name} here")
+    _require_slurm(instead)
     try:
         live_train = [j for j in live_jobs(name) if j["kind"] == "train"]
     except slurm.SlurmUnavailable as exc:
@@ -196,11 +214,10 @@ def submit_sampling(name: str, overrides: list[str], out=print) -> str:
     if after is None and exp.sample.checkpoint in ("latest", "") and not newest_file(paths.checkpoint_dir(name)):
         raise UserError(f"no checkpoint of {name} in {paths.checkpoint_dir(name)}: make submit EXP={name} first")
     folder = registry.logs_dir(name)
-    job = _submit(exp, "sample", folder, after, SampleJob(exp.to_json(), current_roots(), exp.slurm.max_requeues))
-    job_id = str(job.job_id)
-    registry.add(name, _entry(job_id, "sample", overrides, exp, after))
+    job_id = str(_submit(exp, kind, folder, after, job).job_id)
+    registry.add(name, _entry(job_id, kind, overrides, exp, after))
     when = f"after training job {live_train[-1]['job_id']} succeeds" if after else "now"
-    out(f"submitted sampling job {job_id} for {name} ({exp.sample.sampler}, {exp.sample_steps} steps), runs {when}")
+    out(f"submitted {WHAT.get(kind, kind)} job {job_id} for {name} {detail}, runs {when}")
     out(f"  follow: make status EXP={name}    logs: {_display(folder)}/{job_id}_0_log.out")
     return job_id
 

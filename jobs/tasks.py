@@ -145,6 +145,18 @@ class _Job(submitit.helpers.Checkpointable):
         self._event(exp.name, "requeued", step=_latest_step(exp.name), message="USR2 outside training (submitit)")
         return submitit.helpers.DelayedSubmission(self._fresh())
 
+    def _run_once(self, work) -> str:
+        """A one-process job: start event, ``work(exp)``, finished event with its output path (or the failure)."""
+        exp, _ = self._setup()
+        self._event(exp.name, "start", host=os.uname().nodename)
+        try:
+            out = work(exp)
+        except Exception as exc:
+            self._fail(exp.name, exc)
+            raise
+        self._event(exp.name, "finished", message=str(out))
+        return str(out)
+
     def _fail(self, exp_name: str, exc: BaseException) -> None:
         message = _one_line(exc)
         self._event(exp_name, "failed", message=message)
@@ -237,12 +249,53 @@ class SampleJob(_Job):
     def __call__(self) -> str:
         from ddpm_hpc.pipeline import run_sampling
 
-        exp, _ = self._setup()
-        self._event(exp.name, "start", host=os.uname().nodename)
-        try:
-            png = run_sampling(exp)
-        except Exception as exc:
-            self._fail(exp.name, exc)
-            raise
-        self._event(exp.name, "finished", message=str(png))
-        return str(png)
+        return self._run_once(lambda exp: run_sampling(exp))
+
+
+class EvalJob(_Job):
+    """``make eval`` (``run_eval``) or, with a grid, ``make eval-sweep`` (``run_eval_sweep``) on a compute node, with
+    the options given at submission. A requeue runs it again from the top: an eval writes its file only at the end,
+    an eval-sweep reuses the points its table already holds."""
+    kind = "eval"
+
+    def __init__(self, config_json: str, roots: dict[str, str], max_requeues: int, options: dict,
+                 grid: dict | None = None):
+        super().__init__(config_json, roots, max_requeues)
+        self.options, self.grid = dict(options), grid
+        if grid is not None:
+            self.kind = "eval-sweep"
+
+    def _fresh(self) -> "EvalJob":
+        return EvalJob(self.config_json, self.roots, self.max_requeues, self.options, self.grid)
+
+    def __call__(self) -> str:
+        if self.grid is not None:
+            from ddpm_hpc.metrics.eval_sweep import run_eval_sweep
+
+            return self._run_once(lambda exp: run_eval_sweep(exp, self.grid, **self.options))
+        from ddpm_hpc.metrics.eval import run_eval
+
+        return self._run_once(lambda exp: run_eval(exp, **self.options))
+
+
+class ClassifierJob(_Job):
+    """``ddpm-hpc classifier`` for the experiment's dataset on a compute node (``train.device``: a GPU when given)."""
+    kind = "classifier"
+
+    def __init__(self, config_json: str, roots: dict[str, str], max_requeues: int, options: dict):
+        super().__init__(config_json, roots, max_requeues)
+        self.options = dict(options)
+
+    def _fresh(self) -> "ClassifierJob":
+        return ClassifierJob(self.config_json, self.roots, self.max_requeues, self.options)
+
+    def __call__(self) -> str:
+        from ddpm_hpc.distributed import DistContext
+        from ddpm_hpc.metrics.classifier import train_classifier
+        from ddpm_hpc.trainer import resolve_device
+
+        def work(exp):
+            device = resolve_device(exp.train.device, DistContext())
+            return train_classifier(exp.data.dataset, device=device, **self.options).path
+
+        return self._run_once(work)

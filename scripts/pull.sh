@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make pull EXP=<name>|all [CKPT=1]: copy experiments/<name>/ (grids, samples, plots, metrics, report, logs) from the
-# cluster with rsync over ssh; checkpoints/<name>/ too only with CKPT=1. Incremental and safe to repeat: nothing is
+# cluster with rsync over ssh; checkpoints/<name>/ too only with CKPT=1. A sweep's name pulls its folder (comparison
+# page) and every member's. Incremental and safe to repeat: nothing is
 # deleted here, files already up to date are skipped, and it prints what it fetched.
 #
 # The remote is REMOTE=user@host:path/to/repo (a plain local path works too), from the environment or a git-ignored
@@ -123,8 +124,27 @@ if [ "$EXP" = all ]; then
 else
     is_there "$R_EXP/$EXP/" || die "no experiment '$EXP' on the remote ($R_EXP/$EXP/ does not exist)"
     fetch "experiments/$EXP" "$R_EXP/$EXP/" "$L_EXP/$EXP/"
-    if [ "$CKPT" = 1 ] && has_checkpoints "$R_CKPT/$EXP/"; then
-        fetch "checkpoints/$EXP" "$R_CKPT/$EXP/" "$L_CKPT/$EXP/"
+    NAMES=("$EXP")
+    if [ -f "$L_EXP/$EXP/sweep.json" ]; then
+        # a sweep (make sweep): its folder holds the comparison page and the array logs; then every member. The
+        # member names are the "name" fields of sweep.json (names are [A-Za-z0-9_.-], see ddpm_hpc/paths.py).
+        mapfile -t MEMBERS < <(grep -o '"name": *"[A-Za-z0-9_.-]*"' "$L_EXP/$EXP/sweep.json" | sed 's/.*"\([^"]*\)"$/\1/')
+        echo "pull: sweep $EXP: ${#MEMBERS[@]} member(s)"
+        for member in "${MEMBERS[@]}"; do
+            if is_there "$R_EXP/$member/"; then
+                fetch "experiments/$member" "$R_EXP/$member/" "$L_EXP/$member/"
+            else
+                echo "pull: $member: not on the remote yet"
+            fi
+        done
+        NAMES=("${MEMBERS[@]}")
+    fi
+    if [ "$CKPT" = 1 ]; then
+        for name in "${NAMES[@]}"; do
+            if has_checkpoints "$R_CKPT/$name/"; then
+                fetch "checkpoints/$name" "$R_CKPT/$name/" "$L_CKPT/$name/"
+            fi
+        done
     fi
 fi
 [ "$CKPT" = 1 ] || echo "pull: checkpoints not copied (add CKPT=1 to copy them)"

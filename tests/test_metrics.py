@@ -108,11 +108,11 @@ def test_fid_code_path_with_a_random_network_standing_in_for_inception(tmp_path,
     net = stand_in()
     same = fid.fid(net, real[:600], "digits")
     noise = fid.fid(net, torch.randint(0, 256, (600, 3, 32, 32), dtype=torch.uint8), "digits")
-    assert same["fid_reference_images"] == 1797 and "fid_note" in same
+    assert same["fid_reference_images"] == 1438 and "fid_note" in same  # digits: the 80 % not held out (floor.py)
     assert 0 <= same["fid"] < noise["fid"] / 10  # real digits are far closer to digits than noise is
-    cached = list((tmp_path / "_fid").glob("digits-train-all-random-stand-in-random0.safetensors"))
+    cached = list((tmp_path / "_fid").glob("digits-train-all-random-stand-in-random0-cpu-fp32.safetensors"))
     assert len(cached) == 1 and load_file(cached[0])["sigma"].dtype == torch.float64
-    monkeypatch.setattr(fid, "load_dataset", lambda *a, **k: pytest.fail("reference statistics were recomputed"))
+    monkeypatch.setattr(fid, "real_splits", lambda *a, **k: pytest.fail("reference statistics were recomputed"))
     assert fid.fid(net, real[:600], "digits") == same  # from the cache
     # a reference subset is another cache entry
     monkeypatch.undo()
@@ -270,7 +270,8 @@ def test_eval_on_a_tiny_checkpoint_writes_all_fields(tmp_path, monkeypatch, digi
                        fid_weights=str(fake), log_fn=lambda *_: None)
     result = json.loads(path.read_text())
     assert path.name == "fresh-step0000006-euler2-n20-seed1234.json"
-    assert result["fid"] >= 0 and result["fid_reference_images"] == 1797 and result["nfe_per_image"] == 2
+    assert result["fid"] >= 0 and result["fid_reference_images"] == 1438 and result["nfe_per_image"] == 2
+    assert result["fid_floor"] > 0 and result["fid_ratio"] == pytest.approx(result["fid"] / result["fid_floor"], 1e-3)
 
     # an explicitly named weights file that is missing is an error, not a silent skip, and found before sampling
     monkeypatch.undo()

@@ -239,3 +239,28 @@ def test_over_ssh(remote, local, sshd):
     assert files(local / "checkpoints") == {"a/step-000000010.safetensors", "a/latest.json"}
     second = pull(local, f"{host}:{remote}", "EXP=a", "CKPT=1", env=env)
     assert second.returncode == 0 and "already up to date" in second.stdout, second.stdout + second.stderr
+
+
+def test_sweep_pulls_every_member(remote, local):
+    """EXP=<sweep>: the sweep's folder, then each member named in its sweep.json; the members' links to the array's
+    logs in the sweep's folder resolve locally; CKPT=1 copies each member's checkpoints."""
+    import json
+
+    s = remote / "experiments" / "sw"
+    write(s / "sweep.json", json.dumps({"sweep": "sw", "members": [{"name": "a", "varied": {"train.lr": "1e-3"}},
+                                                                   {"name": "b", "varied": {"train.lr": "2e-3"}},
+                                                                   {"name": "c", "varied": {}}]}, indent=1))
+    write(s / "index.html", "<html>comparison</html>\n")
+    write(s / "logs" / "7_0_0_log.out", "array task 0\n")
+    (remote / "experiments" / "a" / "logs" / "7_0_0_log.out").symlink_to(Path("..", "..", "sw", "logs",
+                                                                              "7_0_0_log.out"))
+    proc = pull(local, str(remote), "EXP=sw", "CKPT=1")
+    assert proc.returncode == 0, proc.stderr
+    assert "pull: sweep sw: 3 member(s)" in proc.stdout and "pull: c: not on the remote yet" in proc.stdout
+    assert files(local / "experiments" / "sw") == {"sweep.json", "index.html", "logs/7_0_0_log.out"}
+    for name in ("a", "b"):
+        assert "samples/step0000010-euler4-seed1234.png" in files(local / "experiments" / name)
+        assert (local / "checkpoints" / name / "latest.json").is_file()
+    assert (local / "experiments" / "a" / "logs" / "7_0_0_log.out").read_text() == "array task 0\n"
+    assert not (local / "experiments" / "c").exists()
+    assert "pull: open" in proc.stdout and "sw/index.html" in proc.stdout

@@ -52,19 +52,35 @@ def render_index() -> Path:
         folder = root / name
         state = collect(name, live_states=False) if folder.is_dir() else None  # None: only a YAML file, not run
         rows += index_row(name, state, folder)
+    from ..sweep_members import member_names, sweeps_with_records
+
+    sweeps = {}
+    for sweep in sweeps_with_records():
+        try:
+            sweeps[sweep] = len(member_names(sweep))
+        except Exception:  # noqa: BLE001 - an unreadable sweep.json: the index is still written
+            continue
     path = root / PAGE
-    _write(path, index_html(root, rows, format_time(time.time()), socket.gethostname()))
+    _write(path, index_html(root, rows, format_time(time.time()), socket.gethostname(), sweeps))
     return path
 
 
 def render(target: str = "all") -> list[Path]:
-    """``all``: every experiment's page and the index; a name: that page and the index."""
+    """``all``: every experiment's page, every sweep's comparison page and the index; a name: that page (a sweep's:
+    its comparison page) and the index."""
+    from ..sweep_members import sweeps_with_records, write_page
+
+    if target in sweeps_with_records():
+        page = write_page(target, print)
+        return [*([page] if page else []), render_index()]
     names = experiment_names() if target == "all" else [paths.check_name(target)]
     if target != "all" and target not in experiment_names():
         from ..errors import UserError
 
         raise UserError(f"no experiment '{target}' in {paths.experiments_root()} (no output folder, no YAML file)")
     pages = [render_experiment(n) for n in names if target != "all" or paths.experiment_dir(n).is_dir()]
+    if target == "all":  # after the members' own pages, which the comparison pages link to
+        pages += [page for sweep in sweeps_with_records() if (page := write_page(sweep, print))]
     return [*pages, render_index()]
 
 

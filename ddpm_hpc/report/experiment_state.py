@@ -242,7 +242,8 @@ def experiment_names() -> list[str]:
     names = set()
     if root.is_dir():
         for p in root.iterdir():
-            if p.is_dir() and not p.name.startswith((".", "_")):
+            if p.is_dir() and not p.name.startswith((".", "_")) and p.name != "sweeps" and \
+                    not (p / "sweep.json").is_file():  # experiments/sweeps/ and a sweep's folder are no experiments
                 names.add(p.name)
             elif p.suffix == ".yaml" and not p.name.startswith((".", "_")):
                 names.add(p.stem)

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .experiment_state import FAILED_JOB_STATES, SNAPSHOT
+from .sweep_html import is_sweep, sweep_block
 
 PAGE = "index.html"
 MAX_PREVIEWS = 12  # newest preview grids shown; the rest stay in samples/
@@ -245,13 +246,15 @@ def _samples_section(d: dict, folder: Path) -> str:
     return out
 
 
-def _evals_section(d: dict) -> str:
+def _evals_section(d: dict, folder: Path) -> str:
     if not d["evals"]:
         return ""
     out = "<h2>Evaluation</h2>"
     for fname, value in d["evals"]:
         out += f'<h3><a href="{_src("eval/" + fname)}">{_e(fname)}</a></h3>'
-        if isinstance(value, dict):
+        if is_sweep(fname, value):
+            out += sweep_block(fname, value, folder)
+        elif isinstance(value, dict):
             out += _kv_table(_flatten(value))
         elif isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
             keys = list(dict.fromkeys(k for r in value for k in r))
@@ -287,10 +290,10 @@ def experiment_html(d: dict, folder: Path) -> str:
     body += "<h2>Training</h2>" + (f"<div class='grid'>{figs}</div>" if figs else
                                    '<p class="muted">No plots yet (loss.png is written at the first checkpoint).</p>')
     body += _samples_section(d, folder)
-    body += _evals_section(d)
+    body += _evals_section(d, folder)
     body += _config_section(d["config"])
     files = [f for f in ("metrics.jsonl", "config.json", "jobs.json", SNAPSHOT) if (folder / f).is_file()]
-    files += [f"{sub}/" for sub in ("logs", "samples", "eval") if (folder / sub).is_dir()]
+    files += [f"{sub}/" for sub in ("logs", "samples", "eval", "tensorboard") if (folder / sub).is_dir()]
     if files:
         body += "<h2>Files</h2><p>" + " · ".join(f'<a href="{_src(f)}">{_e(f)}</a>' for f in files) + "</p>"
     body += f'<p class="muted small">Rendered {_e(d["rendered"])} on {_e(d["rendered_on"])} by ' \
@@ -320,12 +323,15 @@ def index_row(name: str, d: dict | None, folder: Path) -> str:
             f"<td>{_e(ck.get('step', '') if ck else '')}</td><td class='small'>{_e(jobs)}</td><td>{thumb}</td></tr>")
 
 
-def index_html(root: Path, rows: str, rendered: str, rendered_on: str) -> str:
-    """``experiments/index.html``: one row per experiment."""
+def index_html(root: Path, rows: str, rendered: str, rendered_on: str, sweeps: dict[str, int] | None = None) -> str:
+    """``experiments/index.html``: one row per experiment, then a link to each sweep's comparison page."""
+    links = ", ".join(f'<a href="{_e(name)}/index.html">{_e(name)}</a> ({count} members)'
+                      for name, count in (sweeps or {}).items())
     body = ("<h1>ddpm-hpc experiments</h1>"
             f'<p class="muted">{_e(root)}</p>'
             "<table><tr><th>experiment</th><th>status</th><th>steps</th><th>last checkpoint</th><th>jobs</th>"
             f"<th>latest samples</th></tr>{rows}</table>"
-            f'<p class="muted small">Rendered {_e(rendered)} on {_e(rendered_on)} by '
+            + (f"<p>Sweeps: {links}</p>" if links else "")
+            + f'<p class="muted small">Rendered {_e(rendered)} on {_e(rendered_on)} by '
             f"<code>ddpm-hpc report all</code>.</p>")
     return _page("ddpm-hpc experiments", body)
