@@ -1,14 +1,18 @@
-"""The quality frontier of one checkpoint: sampler settings scored by the toolkit's own eval (docs/quality.md).
+"""The quality frontier of one checkpoint: chosen sampler settings scored by ``eval-sweep`` (docs/quality.md).
 
     python benchmarks/quality_frontier.py mnist_best --checkpoint 10000 [--n 500] [--points A,B,...]
                                           [--table benchmarks/results/quality-mnist_best.json]
 
-Every point is one ``run_eval`` (ddpm_hpc/metrics/eval.py: the same sampling, classifier, real-data floor and NFE
-counting as ``make eval``), so each writes its own ``experiments/<exp>/eval/fresh-<tag>.json``; a point whose eval
-file exists is read back, not sampled again, so an interrupted run resumes. The table (JSON and markdown) gathers
-them: sampler, steps, time grid, guidance (weight, interval, schedule), NFE per image (counted), conditional accuracy,
-classifier FD, its floor and their ratio. Run it with DDPM_HPC_DATA / DDPM_HPC_EXPERIMENTS / DDPM_HPC_CHECKPOINTS
-pointing at the real data and the trained run (benchmarks/real_mnist.py writes real digits).
+The frontier worth scoring is not a product grid (a guidance interval only makes sense with the steps it spends
+its evaluations on), so each point is one ``ddpm_hpc.metrics.eval_sweep.run_eval_sweep`` call, as
+``make eval-sweep EXP=<exp> SET="<the point's settings>" GRID="sample.seed=1234"`` runs it: its one point is the
+experiment's settings with SET (eval-sweep's "default"). Same sampling, classifier, real-data floor, NFE counting
+and ``eval/sweep-*.json`` files as ``make eval-sweep``, and its reuse of points already scored (an interrupted run
+resumes). Points can run in parallel processes (``--points`` subsets). The table (JSON and markdown) gathers the
+points of every sweep table of that checkpoint and N: sampler, steps, time grid, guidance (weight, interval,
+schedule), NFE per image (counted), conditional accuracy, classifier FD, its floor and their ratio. Run it with
+DDPM_HPC_DATA, DDPM_HPC_EXPERIMENTS and DDPM_HPC_CHECKPOINTS pointing at the real data and the trained run
+(benchmarks/real_mnist.py writes real digits; train the classifier on other digits first).
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ddpm_hpc import paths  # noqa: E402
 from ddpm_hpc.config import load_experiment  # noqa: E402
-from ddpm_hpc.errors import UserError  # noqa: E402
 from ddpm_hpc.metrics.classifier import weights_path  # noqa: E402
-from ddpm_hpc.metrics.eval import run_eval  # noqa: E402
+from ddpm_hpc.metrics.eval_sweep import run_eval_sweep  # noqa: E402
 
 # name -> sample.* overrides. The first three are the issue's reference rows; the rest spend at most 10 evaluations.
 POINTS = {
@@ -47,16 +51,27 @@ COLUMNS = ("sampler", "steps", "time_grid", "rho", "guidance", "guidance_interva
            "nfe_per_image", "conditional_accuracy", "classifier_fd", "classifier_fd_floor", "classifier_fd_ratio")
 
 
-def score_point(name: str, overrides: list[str], n: int, log=print) -> dict:
-    exp = load_experiment(name, overrides)
-    try:
-        path = run_eval(exp, n=n, log_fn=log)
-    except UserError as err:
-        if "exists" not in str(err):
-            raise
-        path = Path(str(err).split(" exists", 1)[0])  # scored before: read it back
-        log(f"{path.name}: scored before, read back")
-    return {"eval_file": str(path), **json.loads(path.read_text())}
+def score_point(name: str, checkpoint: str, overrides: list[str], n: int) -> dict:
+    """One point: ``make eval-sweep EXP=name SET="<overrides>" GRID="sample.seed=<seed>"``, whose only point is the
+    experiment's sample settings with the overrides (eval-sweep's "default"); returns its scored row."""
+    exp = load_experiment(name, [f"sample.checkpoint={checkpoint}", *overrides])
+    table = json.loads(run_eval_sweep(exp, {"sample.seed": [exp.sample.seed]}, n=n).read_text())
+    (row,) = table["points"]
+    return {**row, "step": table["step"]}
+
+
+def gather(name: str, step: int, n: int, order: list[dict]) -> list[dict]:
+    """The rows of every sweep table of ``name`` at this step and N, one per setting, in the order of ``order``."""
+    rows = {}
+    for path in sorted((paths.experiment_dir(name) / "eval").glob("sweep-*.json")):
+        table = json.loads(path.read_text())
+        if table.get("step") != step or table.get("n") != n:
+            continue
+        for row in table["points"]:
+            rows.setdefault(json.dumps(row["sample"], sort_keys=True), {**row, "sweep": path.name})
+    keyed = [json.dumps(o, sort_keys=True) for o in order]
+    return sorted(rows.values(), key=lambda r: keyed.index(json.dumps(r["sample"], sort_keys=True))
+                  if json.dumps(r["sample"], sort_keys=True) in keyed else len(keyed))
 
 
 def markdown(rows: list[dict]) -> str:
@@ -64,10 +79,11 @@ def markdown(rows: list[dict]) -> str:
             "| floor | × floor |")
     lines = [head, "|" + "---|" * 12]
     for r in rows:
-        grid = r["time_grid"] + (f" ρ={r['rho']:g}" if r["time_grid"] != "uniform" else "")
-        interval = "all" if not r["guidance_interval"] else "({:g}, {:g}]".format(*r["guidance_interval"])
-        lines.append(f"| {r['point']} | {r['sampler']} | {r['steps']} | {grid} | {r['guidance']:g} | {interval} | "
-                     f"{r['guidance_schedule']} | {r['nfe_per_image']} | {r['conditional_accuracy']:.1%} | "
+        s = r["sample"]
+        grid = s["time_grid"] + (f" ρ={s['rho']:g}" if s["time_grid"] != "uniform" else "")
+        interval = "all" if not s["guidance_interval"] else "({:g}, {:g}]".format(*s["guidance_interval"])
+        lines.append(f"| {r['name']} | {s['sampler']} | {s['steps']} | {grid} | {s['guidance']:g} | {interval} | "
+                     f"{s['guidance_schedule']} | {r['nfe_per_image']} | {r['conditional_accuracy']:.1%} | "
                      f"{r['classifier_fd']:.3g} | {r['classifier_fd_floor']:.3g} | {r['classifier_fd_ratio']:.2f} |")
     return "\n".join(lines)
 
@@ -83,18 +99,19 @@ def main(argv=None) -> None:
     dataset = load_experiment(args.experiment).data.dataset
     if not weights_path(dataset).is_file():  # eval would train one on the diffusion model's own training digits
         raise SystemExit(f"no classifier at {weights_path(dataset)}: train it first on other digits (docs/quality.md)")
-    rows = []
+    settings, step = [], None
     for point in args.points.split(","):
-        overrides = [*POINTS[point], f"sample.checkpoint={args.checkpoint}"]
-        result = score_point(args.experiment, overrides, args.n)
-        rows.append({"point": point, "overrides": POINTS[point], **{k: result.get(k) for k in COLUMNS},
-                     "step": result.get("step"), "n": result.get("n"), "eval_file": result["eval_file"]})
-        print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+        row = score_point(args.experiment, args.checkpoint, POINTS[point], args.n)
+        settings.append(row["sample"])
+        step = row["step"]
+    names = {json.dumps(s, sort_keys=True): p for s, p in zip(settings, args.points.split(","))}
+    rows = [{"name": names.get(json.dumps(r["sample"], sort_keys=True), r["label"]), **r}
+            for r in gather(args.experiment, step, args.n, settings)]
     text = markdown(rows)
     print(text)
     if args.table:
         args.table.parent.mkdir(parents=True, exist_ok=True)
-        args.table.write_text(json.dumps(rows, indent=1) + "\n")
+        args.table.write_text(json.dumps(rows, indent=1, default=str) + "\n")
         args.table.with_suffix(".md").write_text(text + "\n")
 
 
