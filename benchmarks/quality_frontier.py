@@ -30,7 +30,9 @@ from ddpm_hpc.config import load_experiment  # noqa: E402
 from ddpm_hpc.metrics.classifier import weights_path  # noqa: E402
 from ddpm_hpc.metrics.eval_sweep import run_eval_sweep  # noqa: E402
 
-# name -> sample.* overrides. The first three are the reference rows; the rest spend at most 10 evaluations.
+# name -> sample.* overrides. The first three are the reference rows; the rest spend at most 10 evaluations
+# (guidance intervals in sigma = (1 - t) / t; uniform 6 steps: inf, 5, 2, 1, 0.5, 0.2; 7 steps: inf, 6, 2.5, 1.33,
+# 0.75, 0.4, 0.17).
 POINTS = {
     "preset": [],
     "heun10-unguided": ["sample.guidance=1"],
@@ -46,6 +48,13 @@ POINTS = {
                   "sample.guidance_interval=[0.5,1.5]"],
     "2m7-edm-w2-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=7", "sample.time_grid=edm",
                       "sample.guidance_interval=[0.4,10]"],
+    "euler4-w3": ["sample.sampler=euler", "sample.steps=4", "sample.guidance=3"],
+    "euler5-w2": ["sample.sampler=euler", "sample.steps=5"],
+    "2m5-w3": ["sample.sampler=flow_dpmpp2m", "sample.steps=5", "sample.guidance=3"],
+    "2m5-edm-w2": ["sample.sampler=flow_dpmpp2m", "sample.steps=5", "sample.time_grid=edm"],
+    "2m6-w3-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=6", "sample.guidance=3",
+                  "sample.guidance_interval=[0.3,6]"],
+    "2m6-w2-high": ["sample.sampler=flow_dpmpp2m", "sample.steps=6", "sample.guidance_interval=[0.6,1000]"],
 }
 COLUMNS = ("sampler", "steps", "time_grid", "rho", "guidance", "guidance_interval", "guidance_schedule",
            "nfe_per_image", "conditional_accuracy", "classifier_fd", "classifier_fd_floor", "classifier_fd_ratio")
