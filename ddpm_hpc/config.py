@@ -277,7 +277,7 @@ def _check_consistency(exp: Experiment, where: str) -> None:
     flow_samplers = ("euler", "heun", "flow_dpmpp2m")
     if exp.diffusion.objective == "flow" and exp.sample.sampler not in flow_samplers:
         raise ConfigError(f"{where}: sample.sampler={exp.sample.sampler} needs diffusion.objective=ddpm; "
-                          f"flow matching samples with {' or '.join(flow_samplers)}")
+                          f"flow matching samples with {', '.join(flow_samplers[:-1])} or {flow_samplers[-1]}")
     if exp.diffusion.objective == "ddpm" and exp.sample.sampler in flow_samplers:
         raise ConfigError(f"{where}: sample.sampler={exp.sample.sampler} needs diffusion.objective=flow; "
                           f"a ddpm model samples with ddpm, ddim or dpmpp2m")
