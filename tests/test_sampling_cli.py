@@ -62,7 +62,8 @@ def written(root, name: str) -> set[str]:
     # the audit's case: the YAML says ddpm, the checkpoint is flow matching -> pure noise with exit 0
     ("flow", ["diffusion.objective=ddpm", "sample.sampler=ddim", "sample.steps=20"],
      ["diffusion.objective=flow", "sample.sampler=ddim", "euler, heun or flow_dpmpp2m"]),
-    ("ddpm", ["diffusion.objective=flow", "sample.sampler=heun"], ["diffusion.objective=ddpm", "ddpm, ddim or dpmpp2m"]),
+    ("ddpm", ["diffusion.objective=flow", "sample.sampler=heun"],
+     ["diffusion.objective=ddpm", "ddpm, ddim or dpmpp2m"]),
     ("ddpm", ["model.arch=unet", "model.channels=[8,16]", "model.conditioning=embedding", "sample.guidance=3"],
      ["model.conditioning=none", "sample.guidance"]),
     ("ddpm", ["diffusion.T=100", "sample.steps=50"], ["diffusion.T=20", "sample.steps=50"]),
