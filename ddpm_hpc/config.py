@@ -102,9 +102,15 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard events to experiments/<name>/tensorboard/ (an optional extra)
 
 
+def _check_interval(value: tuple, where: str) -> None:
+    if len(value) != 2 or not 0 <= value[0] < value[1]:
+        raise ConfigError(f"{where}: expected [lo, hi] with 0 <= lo < hi (noise-to-signal ratios), got {list(value)}")
+
+
 @dataclass(frozen=True)
 class SampleConfig:
-    sampler: Literal["ddpm", "ddim", "euler", "heun"] = "ddpm"
+    # ddpm/ddim/dpmpp2m for diffusion.objective=ddpm, euler/heun/flow_dpmpp2m for flow (docs/quality.md)
+    sampler: Literal["ddpm", "ddim", "dpmpp2m", "euler", "heun", "flow_dpmpp2m"] = "ddpm"
     steps: int = field(default=0, metadata=_range(0))  # 0: all T steps for ddpm/ddim, 50 for flow samplers
     # DDIM's noise: 0 = deterministic; 1 (with all T steps) = DDPM with sigma_t^2 = beta-tilde_t, the posterior
     # variance (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t, not the ddpm sampler's sigma_t^2 = beta_t. Above 1
@@ -118,6 +124,12 @@ class SampleConfig:
     checkpoint: str = "latest"  # latest | <step> | <path>
     every: int = field(default=0, metadata=_range(0))  # small grid every N training steps, 0 = off
     trajectory: bool = True  # also write an x_T ... x_0 strip
+    # Few-step sampling (docs/quality.md): uniform steps in the model's time, or EDM's rho-spaced noise levels
+    time_grid: Literal["uniform", "edm"] = "uniform"
+    rho: float = field(default=7.0, metadata=_range(0.1, 100.0))  # time_grid=edm only; EDM uses 7
+    # Guidance only while the noise-to-signal ratio sigma is in (lo, hi] (Kynkäänniemi et al. 2024); none = always
+    guidance_interval: Optional[tuple[float, ...]] = field(default=None, metadata=_range(check=_check_interval))
+    guidance_schedule: Literal["constant", "linear", "cosine"] = "constant"  # w over time, from noise to data
 
 
 @dataclass(frozen=True)
@@ -166,7 +178,7 @@ class Experiment:
         """Network evaluations budget of the configured sampler when ``sample.steps`` is 0."""
         if self.sample.steps:
             return self.sample.steps
-        return self.diffusion.T if self.sample.sampler in ("ddpm", "ddim") else 50
+        return self.diffusion.T if self.sample.sampler in ("ddpm", "ddim", "dpmpp2m") else 50
 
 
 SECTIONS = {k: v for k, v in typing.get_type_hints(Experiment).items() if k not in ("name", "description")}
@@ -177,14 +189,20 @@ SECTIONS = {k: v for k, v in typing.get_type_hints(Experiment).items() if k not 
 
 
 def _check_consistency(exp: Experiment, where: str) -> None:
-    flow_samplers = ("euler", "heun")
+    flow_samplers = ("euler", "heun", "flow_dpmpp2m")
     if exp.diffusion.objective == "flow" and exp.sample.sampler not in flow_samplers:
         raise ConfigError(f"{where}: sample.sampler={exp.sample.sampler} needs diffusion.objective=ddpm; "
-                          f"flow matching samples with {' or '.join(flow_samplers)}")
+                          f"flow matching samples with {', '.join(flow_samplers[:-1])} or {flow_samplers[-1]}")
     if exp.diffusion.objective == "ddpm" and exp.sample.sampler in flow_samplers:
         raise ConfigError(f"{where}: sample.sampler={exp.sample.sampler} needs diffusion.objective=flow; "
-                          f"a ddpm model samples with ddpm or ddim")
-    if exp.sample.sampler in ("ddpm", "ddim") and exp.sample.steps > exp.diffusion.T:
+                          f"a ddpm model samples with ddpm, ddim or dpmpp2m")
+    if exp.sample.sampler == "ddpm" and exp.sample.time_grid != "uniform":
+        raise ConfigError(f"{where}: sample.time_grid={exp.sample.time_grid} needs a few-step sampler; the ddpm "
+                          f"sampler takes all T steps (use ddim or dpmpp2m)")
+    if exp.sample.guidance == 1.0 and (exp.sample.guidance_interval or exp.sample.guidance_schedule != "constant"):
+        raise ConfigError(f"{where}: sample.guidance_interval and sample.guidance_schedule change guidance, which is "
+                          f"off (sample.guidance=1)")
+    if exp.sample.sampler in ("ddpm", "ddim", "dpmpp2m") and exp.sample.steps > exp.diffusion.T:
         raise ConfigError(f"{where}: sample.steps={exp.sample.steps} exceeds diffusion.T={exp.diffusion.T}")
     if exp.sample.sampler == "ddpm" and exp.sample.steps not in (0, exp.diffusion.T):
         raise ConfigError(f"{where}: the ddpm sampler always takes all T={exp.diffusion.T} steps; "

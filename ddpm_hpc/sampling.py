@@ -2,9 +2,10 @@
 
 Writes into ``experiments/<exp>/samples/``: ``<tag>.png`` (one row per class for conditional models, a square grid
 otherwise), ``<tag>.safetensors`` (raw uint8 ``images`` and int64 ``labels``) and ``<tag>.json`` (what produced it).
-``<tag>`` names the step, sampler and steps, DDIM eta, guidance, number of images and seed
-(``step0001500-heun10-w2-n100-seed1234``), so other settings never overwrite it; files of the same tag drawn from
-another checkpoint (``sample.checkpoint=<file>``) are never replaced.
+``<tag>`` names the step, sampler and steps, DDIM eta, time grid, guidance (with its interval and schedule), number
+of images and seed (``step0001500-heun10-w2-n100-seed1234``, ``step0010000-flow_dpmpp2m8-edm7-w2-gi0.3-5-n500-seed1``),
+so other settings never overwrite it; files of the same tag drawn from another checkpoint (``sample.checkpoint=<file>``)
+are never replaced.
 
 The sampler, its steps and guidance must fit the network: they are checked against the config stored in the
 checkpoint (its objective, T and conditioning), not against the current YAML.
@@ -32,7 +33,8 @@ from .images import display, save_grid
 from .logging_utils import Progress, log
 from .models import build_model
 from .run_dir import RunDir
-from .samplers import SAMPLERS, guided
+from .safe_write import atomic_write
+from .samplers import SAMPLERS, guided, noise_levels
 from .schedules import make_schedule
 from .devices import resolve_device
 from .fast_paths import autocast, resolved_precision
@@ -158,10 +160,11 @@ def sample_images(trained: Experiment, model, exp: Experiment, device: torch.dev
         for b, start in enumerate(batches):
             x = noise[start:start + s.batch_size]
             y = labels[start:start + s.batch_size] if labels is not None else None
-            fn = guided(net, y, s.guidance, NUM_CLASSES[trained.data.dataset])
+            fn = guided(net, y, s.guidance, NUM_CLASSES[trained.data.dataset], interval=s.guidance_interval,
+                        schedule=s.guidance_schedule, levels=noise_levels(d.objective, schedule))
             x0, traj = SAMPLERS[s.sampler](
                 fn, x, schedule, steps=steps, eta=s.eta, generator=generator, keep=keep if b == 0 else 0,
-                progress=lambda i, total, b=b: progress(b * total + i))
+                progress=lambda i, total, b=b: progress(b * total + i), time_grid=s.time_grid, rho=s.rho)
             out.append(display(x0))
             if traj:
                 trajectory = [display(t[:min(8, len(t))]) for t in traj]
@@ -194,9 +197,23 @@ def sample_tag(step: int, exp: Experiment, conditional: bool, n: int | None = No
     tag = f"step{step:07d}-{s.sampler}{exp.sample_steps}"
     if s.sampler == "ddim" and s.eta:
         tag += f"-eta{s.eta:g}"
+    if s.time_grid != "uniform":
+        tag += f"-{s.time_grid}{s.rho:g}"
     if conditional and s.guidance != 1.0:
         tag += f"-w{s.guidance:g}"
+        if s.guidance_interval:
+            tag += "-gi{:g}-{:g}".format(*s.guidance_interval)
+        if s.guidance_schedule != "constant":
+            tag += f"-g{s.guidance_schedule}"
     return f"{tag}-n{n}-seed{s.seed}"
+
+
+METHOD_KEYS = ("time_grid", "rho", "guidance_interval", "guidance_schedule")
+
+
+def method_settings(exp: Experiment) -> dict:
+    """The few-step and guidance settings of ``exp.sample`` (docs/quality.md), for provenance files."""
+    return {key: getattr(exp.sample, key) for key in METHOD_KEYS}
 
 
 def check_not_taken(folder: Path, tag: str, ckpt: Checkpoint) -> None:
@@ -220,12 +237,12 @@ def write_samples(folder: Path, tag: str, result: Sampled, info: dict, nrow: int
     tensors = {"images": result.images.contiguous()}
     if result.labels is not None:
         tensors["labels"] = result.labels.to(torch.int64).contiguous()
-    checkpoint.atomic_write(folder / f"{tag}.safetensors", save_bytes(tensors, metadata={"tag": tag}))
+    atomic_write(folder / f"{tag}.safetensors", save_bytes(tensors, metadata={"tag": tag}))
     if result.trajectory:
         strip = torch.stack(result.trajectory, dim=1).flatten(0, 1)  # rows: samples, columns: x_T ... x_0
         save_grid(strip, folder / f"{tag}-trajectory.png", nrow=len(result.trajectory))
         info["trajectory"] = f"{tag}-trajectory.png"
-    checkpoint.atomic_write(folder / f"{tag}.json", (json.dumps(info, indent=1) + "\n").encode())
+    atomic_write(folder / f"{tag}.json", (json.dumps(info, indent=1) + "\n").encode())
     return png
 
 
@@ -244,7 +261,7 @@ def sample_experiment(exp: Experiment, log_fn=log, out_folder: Path | None = Non
                            precision=run.precision)
     info = {"experiment": exp.name, "checkpoint": str(ckpt.path), "checkpoint_sha256": ckpt.sha256,
             "step": ckpt.step, "weights": run.weights, "sampler": exp.sample.sampler, "steps": exp.sample_steps,
-            "eta": exp.sample.eta, "guidance": exp.sample.guidance,
+            "eta": exp.sample.eta, "guidance": exp.sample.guidance, **method_settings(exp),
             "nfe_per_image": result.nfe, "seed": exp.sample.seed, "images": n, "wall_seconds": round(result.seconds, 3),
             "device": str(device), "precision": run.precision, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     png = write_samples(folder, tag, result, info, nrow)

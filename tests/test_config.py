@@ -61,7 +61,7 @@ def error_of(name: str, overrides=None) -> str:
 
 def test_presets_exist():
     expected = {"mnist_conv_2k", "cifar_conv_2k", "mnist_unet_10k", "cifar_unet_10k", "mnist_cond_25k",
-                "cifar_cond_25k", "mnist_flow_10k", "cifar_flow_25k", "demo", "mnist_best"}
+                "cifar_cond_25k", "mnist_flow_10k", "cifar_flow_25k", "demo", "mnist_best", "cifar_best"}
     assert expected <= set(PRESETS)
 
 
@@ -72,7 +72,7 @@ def test_every_preset_loads(name, monkeypatch):
     exp = load_experiment(name)
     assert exp.name == name and exp.description and "\n" not in exp.description
     assert experiment_from_json(exp.to_json()) == exp  # the form stored in checkpoints round-trips
-    if name.startswith(("mnist_", "cifar_")) and name != "mnist_best":
+    if name.startswith(("mnist_", "cifar_")) and name not in ("mnist_best", "cifar_best"):
         # the practical's settings: batch 16, Adam 1e-4, T=400, its networks
         assert exp.data.batch_size == 16 and exp.train.lr == 1e-4, name
         assert exp.model.arch in ("conv", "seed_unet") and exp.model.norm == "batch"

@@ -63,8 +63,9 @@ def written(root, name: str) -> set[str]:
 @pytest.mark.parametrize("name,overrides,words", [
     # the audit's case: the YAML says ddpm, the checkpoint is flow matching -> pure noise with exit 0
     ("flow", ["diffusion.objective=ddpm", "sample.sampler=ddim", "sample.steps=20"],
-     ["diffusion.objective=flow", "sample.sampler=ddim", "euler or heun"]),
-    ("ddpm", ["diffusion.objective=flow", "sample.sampler=heun"], ["diffusion.objective=ddpm", "ddpm or ddim"]),
+     ["diffusion.objective=flow", "sample.sampler=ddim", "euler, heun or flow_dpmpp2m"]),
+    ("ddpm", ["diffusion.objective=flow", "sample.sampler=heun"],
+     ["diffusion.objective=ddpm", "ddpm, ddim or dpmpp2m"]),
     ("ddpm", ["model.arch=unet", "model.channels=[8,16]", "model.conditioning=embedding", "sample.guidance=3",
               "train.label_dropout=0.1"], ["model.conditioning=none", "sample.guidance"]),
     # conditional, but trained without label dropout: the YAML's label_dropout now says 0.1, the checkpoint's 0

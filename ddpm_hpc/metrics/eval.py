@@ -30,10 +30,11 @@ from ..config import Experiment
 from ..distributed import DistContext
 from ..errors import UserError
 from ..logging_utils import log
+from ..devices import resolve_device
 from ..run_dir import RunDir
 from ..safe_write import atomic_write
-from ..sampling import NUM_CLASSES, Loaded, class_blocks, load_for_sampling, sample_images, sample_tag
-from ..devices import resolve_device
+from ..sampling import (METHOD_KEYS, NUM_CLASSES, Loaded, class_blocks, load_for_sampling, method_settings,
+                        sample_images, sample_tag)
 from . import classifier, fid  # noqa: F401 - tests patch them through this module
 from .scoring import make_scorer, summary
 
@@ -47,7 +48,8 @@ def _plan_fresh(run: Loaded, n: int) -> tuple[dict, str]:
     tag = sample_tag(ckpt.step, exp, exp.model.conditioning != "none", n)
     info = {"tag": tag, "source": "checkpoint", "checkpoint": str(ckpt.path), "checkpoint_sha256": ckpt.sha256,
             "step": ckpt.step, "weights": run.weights, "dataset": exp.data.dataset, "sampler": exp.sample.sampler,
-            "steps": exp.sample_steps, "eta": exp.sample.eta, "guidance": exp.sample.guidance, "seed": exp.sample.seed}
+            "steps": exp.sample_steps, "eta": exp.sample.eta, "guidance": exp.sample.guidance, "seed": exp.sample.seed,
+            **method_settings(exp)}
     return info, f"fresh-{tag}"
 
 
@@ -105,7 +107,7 @@ def _from_file(exp: Experiment, samples: str, n: int | None,
     info = {"tag": path.stem, "source": "samples", "samples": str(path),
             "samples_sha256": hashlib.sha256(data).hexdigest(), "dataset": exp.data.dataset}
     for key in ("checkpoint", "checkpoint_sha256", "step", "weights", "sampler", "steps", "eta", "guidance",
-                "nfe_per_image", "seed"):
+                "nfe_per_image", "seed", *METHOD_KEYS):
         info[key] = recorded.get(key)
     return images, labels, info, stem
 

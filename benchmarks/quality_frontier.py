@@ -1,0 +1,128 @@
+"""The quality frontier of one checkpoint: chosen sampler settings scored by ``eval-sweep`` (docs/quality.md).
+
+    python benchmarks/quality_frontier.py mnist_best --checkpoint 10000 [--n 500] [--points A,B,...]
+                                          [--table benchmarks/results/quality-mnist_best.json]
+
+The frontier worth scoring is not a product grid (a guidance interval only makes sense with the steps it spends
+its evaluations on), so each point is one ``ddpm_hpc.metrics.eval_sweep.run_eval_sweep`` call, as
+``make eval-sweep EXP=<exp> SET="<the point's settings>" GRID="sample.seed=1234"`` runs it: its one point is the
+experiment's settings with SET (eval-sweep's "default"). Same sampling, classifier, real-data floor, NFE counting
+and ``eval/sweep-*.json`` files as ``make eval-sweep``, and its reuse of points already scored (an interrupted run
+resumes). Points can run in parallel processes (``--points`` subsets). The table (JSON and markdown) gathers the
+points of every sweep table of that checkpoint and N: sampler, steps, time grid, guidance (weight, interval,
+schedule), NFE per image (counted), conditional accuracy, classifier FD, its floor and their ratio. Run it with
+DDPM_HPC_DATA, DDPM_HPC_EXPERIMENTS and DDPM_HPC_CHECKPOINTS pointing at the real data and the trained run
+(benchmarks/real_mnist.py writes real digits; train the classifier on other digits first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ddpm_hpc import paths  # noqa: E402
+from ddpm_hpc.config import load_experiment  # noqa: E402
+from ddpm_hpc.metrics.classifier import weights_path  # noqa: E402
+from ddpm_hpc.metrics.eval_sweep import run_eval_sweep  # noqa: E402
+
+# name -> sample.* overrides. The first three are the issue's reference rows; the rest spend at most 10 evaluations
+# (guidance intervals in sigma = (1 - t) / t; uniform 6 steps: inf, 5, 2, 1, 0.5, 0.2; 7 steps: inf, 6, 2.5, 1.33,
+# 0.75, 0.4, 0.17).
+POINTS = {
+    "preset": [],
+    "heun10-unguided": ["sample.guidance=1"],
+    "euler4-w2": ["sample.sampler=euler", "sample.steps=4"],
+    "2m10-unguided": ["sample.sampler=flow_dpmpp2m", "sample.steps=10", "sample.guidance=1"],
+    "2m5-w2": ["sample.sampler=flow_dpmpp2m", "sample.steps=5"],
+    "2m5-w2-linear": ["sample.sampler=flow_dpmpp2m", "sample.steps=5", "sample.guidance_schedule=linear"],
+    "euler7-w2-gi": ["sample.sampler=euler", "sample.steps=7", "sample.guidance_interval=[0.5,3]"],
+    "2m7-w2-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=7", "sample.guidance_interval=[0.5,3]"],
+    "2m7-w3-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=7", "sample.guidance=3",
+                  "sample.guidance_interval=[0.5,3]"],
+    "2m8-w3-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=8", "sample.guidance=3",
+                  "sample.guidance_interval=[0.5,1.5]"],
+    "2m7-edm-w2-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=7", "sample.time_grid=edm",
+                      "sample.guidance_interval=[0.4,10]"],
+    "euler4-w3": ["sample.sampler=euler", "sample.steps=4", "sample.guidance=3"],
+    "euler5-w2": ["sample.sampler=euler", "sample.steps=5"],
+    "2m5-w3": ["sample.sampler=flow_dpmpp2m", "sample.steps=5", "sample.guidance=3"],
+    "2m5-edm-w2": ["sample.sampler=flow_dpmpp2m", "sample.steps=5", "sample.time_grid=edm"],
+    "2m6-w3-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=6", "sample.guidance=3",
+                  "sample.guidance_interval=[0.3,6]"],
+    "2m6-w2-high": ["sample.sampler=flow_dpmpp2m", "sample.steps=6", "sample.guidance_interval=[0.6,1000]"],
+}
+COLUMNS = ("sampler", "steps", "time_grid", "rho", "guidance", "guidance_interval", "guidance_schedule",
+           "nfe_per_image", "conditional_accuracy", "classifier_fd", "classifier_fd_floor", "classifier_fd_ratio")
+
+
+def score_point(name: str, checkpoint: str, overrides: list[str], n: int) -> dict:
+    """One point: ``make eval-sweep EXP=name SET="<overrides>" GRID="sample.seed=<seed>"``, whose only point is the
+    experiment's sample settings with the overrides (eval-sweep's "default"); returns its scored row."""
+    exp = load_experiment(name, [f"sample.checkpoint={checkpoint}", *overrides])
+    table = json.loads(run_eval_sweep(exp, {"sample.seed": [exp.sample.seed]}, n=n).read_text())
+    (row,) = table["points"]
+    return {**row, "step": table["step"]}
+
+
+def gather(name: str, step: int, n: int, order: list[dict]) -> list[dict]:
+    """The rows of every sweep table of ``name`` at this step and N, one per setting, in the order of ``order``."""
+    rows = {}
+    for path in sorted((paths.experiment_dir(name) / "eval").glob("sweep-*.json")):
+        table = json.loads(path.read_text())
+        if table.get("step") != step or table.get("n") != n:
+            continue
+        for row in table["points"]:
+            rows.setdefault(json.dumps(row["sample"], sort_keys=True), {**row, "sweep": path.name})
+    keyed = [json.dumps(o, sort_keys=True) for o in order]
+    return sorted(rows.values(), key=lambda r: keyed.index(json.dumps(r["sample"], sort_keys=True))
+                  if json.dumps(r["sample"], sort_keys=True) in keyed else len(keyed))
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| point | sampler | steps | grid | guidance | interval (σ) | schedule | NFE | accuracy | classifier FD "
+            "| floor | × floor |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        s = r["sample"]
+        grid = s["time_grid"] + (f" ρ={s['rho']:g}" if s["time_grid"] != "uniform" else "")
+        interval = "all" if not s["guidance_interval"] else "({:g}, {:g}]".format(*s["guidance_interval"])
+        lines.append(f"| {r['name']} | {s['sampler']} | {s['steps']} | {grid} | {s['guidance']:g} | {interval} | "
+                     f"{s['guidance_schedule']} | {r['nfe_per_image']} | {r['conditional_accuracy']:.1%} | "
+                     f"{r['classifier_fd']:.3g} | {r['classifier_fd_floor']:.3g} | {r['classifier_fd_ratio']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiment")
+    parser.add_argument("--checkpoint", default="latest", help="a step number, latest, or a file")
+    parser.add_argument("--n", type=int, default=500, help="images per point (default 500: 50 per class)")
+    parser.add_argument("--points", default=",".join(POINTS), help=f"comma-separated, of: {', '.join(POINTS)}")
+    parser.add_argument("--table", type=Path, default=None, help="JSON table to write (and .md beside it)")
+    args = parser.parse_args(argv)
+    dataset = load_experiment(args.experiment).data.dataset
+    if not weights_path(dataset).is_file():  # eval would train one on the diffusion model's own training digits
+        raise SystemExit(f"no classifier at {weights_path(dataset)}: train it first on other digits (docs/quality.md)")
+    settings, step = [], None
+    for point in args.points.split(","):
+        row = score_point(args.experiment, args.checkpoint, POINTS[point], args.n)
+        settings.append(row["sample"])
+        step = row["step"]
+    names = {json.dumps(s, sort_keys=True): p for s, p in zip(settings, args.points.split(","))}
+    rows = [{"name": names.get(json.dumps(r["sample"], sort_keys=True), r["label"]), **r}
+            for r in gather(args.experiment, step, args.n, settings)]
+    text = markdown(rows)
+    print(text)
+    if args.table:
+        args.table.parent.mkdir(parents=True, exist_ok=True)
+        args.table.write_text(json.dumps(rows, indent=1, default=str) + "\n")
+        args.table.with_suffix(".md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
