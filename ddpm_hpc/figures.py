@@ -8,6 +8,7 @@ import torch
 
 from .data import to_model_range
 from .images import display, display_noise, save_grid
+from .safe_write import save_figure
 from .objectives import DDPMObjective, FlowMatchingObjective
 
 
@@ -59,9 +60,4 @@ def loss_plot(records: list[dict], path: Path, title: str = "") -> Path | None:
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

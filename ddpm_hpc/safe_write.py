@@ -50,3 +50,17 @@ def atomic_write(path: Path, data: bytes) -> None:
             tmp.unlink()
         raise
     _fsync_dir(path.parent)
+
+
+def save_figure(fig, path: Path, **savefig_args) -> Path:
+    """Save a matplotlib figure as PNG under a temporary name, then rename it into place, and close it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, format="png", **savefig_args)
+    finally:
+        plt.close(fig)
+    tmp.replace(path)  # a half-written PNG is never visible under the final name
+    return path

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..safe_write import save_figure
+
 PANELS = (("classifier_fd", "classifier FD"), ("fid", "FID"))
 
 
@@ -74,9 +76,4 @@ def frontier_plot(table: dict, path: Path) -> Path:
     fig.suptitle(f"{table.get('experiment')} step {table.get('step')}: {table.get('n')} images per point",
                  fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from ..run_dir import RunDir
-from ..safe_write import atomic_write
+from ..safe_write import atomic_write, save_figure
 
 
 def _positive(value) -> bool:
@@ -47,11 +47,7 @@ def loss_overlay(names: list[str], path: Path, best: str | None) -> Path | None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def copy_grids(picks: dict[str, dict], out_dir: Path, sub: str) -> dict[str, str]:
