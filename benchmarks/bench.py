@@ -44,7 +44,7 @@ from fixtures import write_mnist  # noqa: E402  (real IDX files, as torchvision 
 from ddpm_hpc import checkpoint  # noqa: E402
 from ddpm_hpc.config import DataConfig, DiffusionConfig, Experiment, ModelConfig, TrainConfig  # noqa: E402
 from ddpm_hpc.models import build_model  # noqa: E402
-from ddpm_hpc.samplers import SAMPLERS, guided, network_evaluations  # noqa: E402
+from ddpm_hpc.samplers import guided, network_evaluations, solve  # noqa: E402
 from ddpm_hpc.schedules import linear_schedule  # noqa: E402
 from ddpm_hpc.fast_paths import autocast_dtype  # noqa: E402
 from ddpm_hpc.trainer import Run  # noqa: E402
@@ -339,7 +339,7 @@ def bench_sampling(device, args, results):
         def fn(sampler=sampler, fn_net=fn_net, steps=steps):
             with torch.inference_mode():
                 x = torch.randn(n, 3, 32, 32, device=device)
-                SAMPLERS[sampler](fn_net, x, schedule, steps=steps)
+                solve(sampler, fn_net, x, schedule, steps=steps)
 
         with torch.inference_mode():  # warm-up: one network evaluation
             fn_net(torch.randn(n, 3, 32, 32, device=device), torch.ones(n, device=device))

@@ -55,7 +55,7 @@ def counted_nfe(exp: Experiment) -> float:
     conditional = exp.model.conditioning != "none"
     n = NUM_CLASSES[exp.data.dataset] if conditional else 1
     labels = class_blocks(n, n, "cpu") if conditional else None
-    result = sample_images(exp, lambda x, t, y: torch.zeros_like(x), exp, torch.device("cpu"), labels, n)
+    result = sample_images(exp, lambda x, t, y: torch.zeros_like(x), torch.device("cpu"), labels, n)
     return result.nfe
 
 
@@ -64,7 +64,7 @@ def preset_cost(exp: Experiment) -> dict:
     with torch.device("meta"):
         params = sum(p.numel() for p in build_model(exp.model, NUM_CLASSES[exp.data.dataset]).parameters())
     nfe = counted_nfe(exp)
-    grid_images = grid_labels(exp, exp, "cpu")[1]
+    grid_images = grid_labels(exp, "cpu")[1]
     train_images = exp.data.batch_size * exp.train.steps
     s = exp.sample
     return {"experiment": exp.name, "parameters": params, "forward_flops_per_image": forward,

@@ -60,13 +60,16 @@ class ModelConfig:
     dropout: float = field(default=0.0, metadata=_range(0.0, 1.0))
 
 
+DEFAULT_BETAS = {"beta1": 1e-4, "beta2": 0.02}  # Ho et al.'s; they set the linear schedule only
+
+
 @dataclass(frozen=True)
 class DiffusionConfig:
     objective: Literal["ddpm", "flow"] = "ddpm"
     schedule: Literal["linear", "cosine"] = "linear"
     T: int = field(default=400, metadata=_range(1))
-    beta1: float = field(default=1e-4, metadata=_range(0.0, 1.0))
-    beta2: float = field(default=0.02, metadata=_range(0.0, 1.0))
+    beta1: float = field(default=DEFAULT_BETAS["beta1"], metadata=_range(0.0, 1.0))
+    beta2: float = field(default=DEFAULT_BETAS["beta2"], metadata=_range(0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,12 @@ def _check_consistency(exp: Experiment, where: str) -> None:
                           f"use sample.sampler=ddim for fewer")
     if exp.diffusion.beta1 >= exp.diffusion.beta2 and exp.diffusion.schedule == "linear":
         raise ConfigError(f"{where}: diffusion.beta1 must be smaller than diffusion.beta2")
+    betas_set = [f"{k}={getattr(exp.diffusion, k):g}" for k in ("beta1", "beta2")
+                 if getattr(exp.diffusion, k) != DEFAULT_BETAS[k]]
+    if exp.diffusion.schedule == "cosine" and betas_set:
+        raise ConfigError(f"{where}: diffusion.{' and diffusion.'.join(betas_set)} would be ignored: the cosine "
+                          f"schedule has no betas to set (they set the linear schedule); remove them or use "
+                          f"diffusion.schedule=linear")
     if exp.model.arch == "conv" and exp.model.conditioning != "none":
         raise ConfigError(f"{where}: model.arch=conv cannot be conditional; use seed_unet or unet")
     if exp.train.label_dropout > 0 and exp.model.conditioning == "none":

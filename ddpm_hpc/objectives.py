@@ -81,4 +81,11 @@ class FlowMatchingObjective:
 
 
 def make_objective(kind: str, schedule: NoiseSchedule | None):
-    return DDPMObjective(schedule) if kind == "ddpm" else FlowMatchingObjective()
+    """``ddpm`` (needs the schedule) or ``flow``; any other kind is an error, not flow matching by default."""
+    if kind == "ddpm":
+        if schedule is None:
+            raise ValueError("the ddpm objective needs a noise schedule")
+        return DDPMObjective(schedule)
+    if kind == "flow":
+        return FlowMatchingObjective()
+    raise ValueError(f"unknown objective {kind!r}; one of ddpm, flow")

@@ -45,8 +45,8 @@ def preview_grid(run: Run) -> Path:
     model = run.ema.model if run.ema else run.model
     was_training = model.training
     model.eval()
-    labels, n, nrow = grid_labels(exp, exp, run.device)
-    result = sample_images(exp, model, exp, run.device, labels, n, precision=run.precision)
+    labels, n, nrow = grid_labels(exp, run.device)
+    result = sample_images(exp, model, run.device, labels, n, precision=run.precision)
     model.train(was_training)
     tag = "preview-" + sample_tag(run.step, exp, labels is not None)
     info = {"experiment": exp.name, "step": run.step, "sampler": exp.sample.sampler, "steps": exp.sample_steps,

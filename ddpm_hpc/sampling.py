@@ -34,8 +34,8 @@ from .logging_utils import Progress, log
 from .models import build_model
 from .run_dir import RunDir
 from .safe_write import atomic_write
-from .samplers import SAMPLERS, guided, noise_levels
-from .schedules import make_schedule
+from .samplers import guided, noise_levels, solve
+from .schedules import schedule_for
 from .devices import resolve_device
 from .fast_paths import autocast, resolved_precision
 
@@ -141,14 +141,16 @@ def load_for_sampling(exp: Experiment, device: torch.device) -> Loaded:
     return Loaded(ckpt, sampling_config(trained, exp, ckpt.path), model, weights, precision)
 
 
-def sample_images(trained: Experiment, model, exp: Experiment, device: torch.device, labels: torch.Tensor | None,
-                  n: int, keep: int = 0, precision: str = "fp32") -> Sampled:
-    """Draw n images with the sampler settings of ``exp.sample``; the noise comes from ``sample.seed``. The network
-    runs under autocast for ``precision`` ("bf16" | "fp16" | "fp32", resolved); the sampler's arithmetic stays fp32."""
+def sample_images(exp: Experiment, model, device: torch.device, labels: torch.Tensor | None, n: int, keep: int = 0,
+                  precision: str = "fp32") -> Sampled:
+    """Draw n images from ``model`` with the sampler settings of ``exp.sample``; ``exp`` is the config the network
+    was trained with and the sample settings to use (``sampling_config``). The noise comes from ``sample.seed``. The
+    network runs under autocast for ``precision`` ("bf16" | "fp16" | "fp32", resolved); the sampler's arithmetic
+    stays fp32."""
     s = exp.sample
     steps = exp.sample_steps
-    d = trained.diffusion
-    schedule = make_schedule(d.schedule, d.T, d.beta1, d.beta2).to(device)
+    d = exp.diffusion
+    schedule = schedule_for(d).to(device)
     generator = torch.Generator(device=device).manual_seed(s.seed)
     noise = torch.randn((n, 3, 32, 32), generator=generator, device=device)
     out, trajectory = [], []
@@ -160,11 +162,11 @@ def sample_images(trained: Experiment, model, exp: Experiment, device: torch.dev
         for b, start in enumerate(batches):
             x = noise[start:start + s.batch_size]
             y = labels[start:start + s.batch_size] if labels is not None else None
-            fn = guided(net, y, s.guidance, NUM_CLASSES[trained.data.dataset], interval=s.guidance_interval,
+            fn = guided(net, y, s.guidance, NUM_CLASSES[exp.data.dataset], interval=s.guidance_interval,
                         schedule=s.guidance_schedule, levels=noise_levels(d.objective, schedule))
-            x0, traj = SAMPLERS[s.sampler](
-                fn, x, schedule, steps=steps, eta=s.eta, generator=generator, keep=keep if b == 0 else 0,
-                progress=lambda i, total, b=b: progress(b * total + i), time_grid=s.time_grid, rho=s.rho)
+            x0, traj = solve(s.sampler, fn, x, schedule, steps=steps, eta=s.eta, generator=generator,
+                             time_grid=s.time_grid, rho=s.rho, keep=keep if b == 0 else 0,
+                             progress=lambda i, total, b=b: progress(b * total + i))
             out.append(display(x0))
             if traj:
                 trajectory = [display(t[:min(8, len(t))]) for t in traj]
@@ -180,12 +182,12 @@ def class_blocks(classes: int, n: int, device) -> torch.Tensor:
     return torch.arange(classes, device=device).repeat_interleave(math.ceil(n / classes))[:n]
 
 
-def grid_labels(trained: Experiment, exp: Experiment, device) -> tuple[torch.Tensor | None, int, int]:
+def grid_labels(exp: Experiment, device) -> tuple[torch.Tensor | None, int, int]:
     """Labels for the grid (rows of classes: 0..9 repeated per_class times in columns), count and row width."""
-    if trained.model.conditioning == "none":
+    if exp.model.conditioning == "none":
         n = exp.sample.n
         return None, n, max(1, round(math.sqrt(n)))
-    k, per = NUM_CLASSES[trained.data.dataset], exp.sample.per_class
+    k, per = NUM_CLASSES[exp.data.dataset], exp.sample.per_class
     return class_blocks(k, k * per, device), k * per, per
 
 
@@ -193,7 +195,7 @@ def sample_tag(step: int, exp: Experiment, conditional: bool, n: int | None = No
     """``step0001500-heun10-w2-n100-seed1234``: n images (default: the grid ``exp`` describes) of ``exp.sample``."""
     s = exp.sample
     if n is None:
-        n = grid_labels(exp, exp, "cpu")[1]
+        n = grid_labels(exp, "cpu")[1]
     tag = f"step{step:07d}-{s.sampler}{exp.sample_steps}"
     if s.sampler == "ddim" and s.eta:
         tag += f"-eta{s.eta:g}"
@@ -251,13 +253,13 @@ def sample_experiment(exp: Experiment, log_fn=log, out_folder: Path | None = Non
     device = resolve_device(exp.train.device, DistContext())
     run = load_for_sampling(exp, device)
     ckpt, exp = run.ckpt, run.exp
-    labels, n, nrow = grid_labels(exp, exp, device)
+    labels, n, nrow = grid_labels(exp, device)
     tag = sample_tag(ckpt.step, exp, labels is not None, n)
     folder = out_folder or RunDir(exp.name).samples
     check_not_taken(folder, tag, ckpt)
     log_fn(f"sampling {exp.name} step {ckpt.step} ({run.weights} weights) with {exp.sample.sampler}, "
            f"{exp.sample_steps} steps, {n} images on {device} ({run.precision})")
-    result = sample_images(exp, run.model, exp, device, labels, n, keep=8 if exp.sample.trajectory else 0,
+    result = sample_images(exp, run.model, device, labels, n, keep=8 if exp.sample.trajectory else 0,
                            precision=run.precision)
     info = {"experiment": exp.name, "checkpoint": str(ckpt.path), "checkpoint_sha256": ckpt.sha256,
             "step": ckpt.step, "weights": run.weights, "sampler": exp.sample.sampler, "steps": exp.sample_steps,

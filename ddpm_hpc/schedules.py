@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .config import DiffusionConfig
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,21 @@ def cosine_schedule(T: int = 400, s: float = 0.008, max_beta: float = 0.999) -> 
     return _from_betas(betas)
 
 
-def make_schedule(kind: str, T: int, beta1: float, beta2: float) -> NoiseSchedule:
+def make_schedule(kind: str, T: int, beta1: float | None = None, beta2: float | None = None) -> NoiseSchedule:
+    """``linear`` from beta1 to beta2 (both needed); ``cosine`` has no betas to set, so passing them is an error
+    rather than silently ignored."""
     if kind == "linear":
+        if beta1 is None or beta2 is None:
+            raise ValueError("the linear schedule needs beta1 and beta2")
         return linear_schedule(T, beta1, beta2)
     if kind == "cosine":
+        if beta1 is not None or beta2 is not None:
+            raise ValueError("the cosine schedule takes no beta1/beta2 (they set the linear schedule only)")
         return cosine_schedule(T)
     raise ValueError(f"unknown schedule {kind!r}")
+
+
+def schedule_for(diffusion: "DiffusionConfig") -> NoiseSchedule:
+    """The schedule a validated ``diffusion:`` section describes (its betas apply to the linear schedule only)."""
+    betas = (diffusion.beta1, diffusion.beta2) if diffusion.schedule == "linear" else ()
+    return make_schedule(diffusion.schedule, diffusion.T, *betas)

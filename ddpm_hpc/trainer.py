@@ -33,7 +33,7 @@ from .objectives import Share, drop_labels, make_objective
 from .run_dir import RunDir
 from .run_files import archive_previous_run, mark_restart, restarted_under
 from .run_state import RunState
-from .schedules import make_schedule
+from .schedules import schedule_for
 from .stop_signals import StopFlag
 from .train_loop import TrainLoop
 
@@ -65,7 +65,7 @@ class Run(RunState):
             self.dataset = self.dataset.to(self.device)
         self.sampler = BatchSampler(len(self.dataset.labels), exp.data.batch_size, exp.data.seed)
         d = exp.diffusion
-        self.schedule = make_schedule(d.schedule, d.T, d.beta1, d.beta2).to(self.device)
+        self.schedule = schedule_for(d).to(self.device)
         self.objective = make_objective(d.objective, self.schedule)
         torch.manual_seed(exp.train.seed)
         self.model = build_model(exp.model, self.dataset.num_classes, tuple(self.dataset.images.shape[1:]))

@@ -12,8 +12,7 @@ import torch
 from ddpm_hpc.config import build_experiment
 from ddpm_hpc.errors import ConfigError
 from ddpm_hpc.models import build_model
-from ddpm_hpc.samplers import (SAMPLERS, ddpm_times, dpmpp2m, flow_dpmpp2m, flow_euler, flow_heun, flow_times,
-                               guided, noise_levels)
+from ddpm_hpc.samplers import ddpm_times, flow_times, guided, noise_levels, solve
 from ddpm_hpc.samplers.grids import edm_sigmas
 from ddpm_hpc.samplers.guidance import guidance_weight
 from ddpm_hpc.sampling import sample_images, sample_tag
@@ -57,7 +56,7 @@ def test_dpmpp2m_is_second_order_on_the_ddpm_ode():
     errors = {}
     for name in ("dpmpp2m", "ddim"):
         for steps in (10, 20, 40):
-            _, traj = SAMPLERS[name](ddpm_eps(s), x, s, steps=steps, keep=steps + 1)
+            _, traj = solve(name, ddpm_eps(s), x, s, steps=steps, keep=steps + 1)
             times = ddpm_times(s, steps)
             i = times.index(500)
             a = lambda t: s.alpha_bars[t].double().sqrt().item()  # noqa: E731
@@ -75,11 +74,11 @@ def test_flow_dpmpp2m_is_second_order_and_its_first_step_is_euler():
     x = torch.randn(64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     errors = {}
     for steps in (10, 20, 40):
-        _, traj = flow_dpmpp2m(flow_velocity, x, steps=steps, keep=steps + 1)
+        _, traj = solve("flow_dpmpp2m", flow_velocity, x, steps=steps, keep=steps + 1)
         errors[steps] = (traj[steps // 2] - exact_ode(x, 0.0, 1.0, 0.5, 0.5)).abs().max().item()
     assert 3.0 < errors[10] / errors[20] < 5.0 and 3.0 < errors[20] / errors[40] < 5.0, errors
-    one, _ = flow_dpmpp2m(flow_velocity, x, steps=1)
-    euler, _ = flow_euler(flow_velocity, x, steps=1)
+    one, _ = solve("flow_dpmpp2m", flow_velocity, x, steps=1)
+    euler, _ = solve("euler", flow_velocity, x, steps=1)
     torch.testing.assert_close(one, euler)
 
 
@@ -95,9 +94,9 @@ def test_2m_solvers_are_exact_for_one_data_point(grid):
         i = int(round(t[0].item() * T))
         return (x - s.alpha_bars[i].sqrt() * MU) / s.one_minus_alpha_bars[i].sqrt()
 
-    out, _ = dpmpp2m(eps, x, s, steps=4, time_grid=grid)
+    out, _ = solve("dpmpp2m", eps, x, s, steps=4, time_grid=grid)
     torch.testing.assert_close(out, torch.full_like(x, MU), rtol=0, atol=1e-4)
-    out, _ = flow_dpmpp2m(lambda x, t: (MU - x) / (1 - t.view(-1, 1, 1, 1)), x, steps=3, time_grid=grid)
+    out, _ = solve("flow_dpmpp2m", lambda x, t: (MU - x) / (1 - t.view(-1, 1, 1, 1)), x, steps=3, time_grid=grid)
     torch.testing.assert_close(out, torch.full_like(x, MU), rtol=0, atol=1e-5)
 
 
@@ -125,8 +124,8 @@ def test_heun_and_euler_keep_their_order_on_the_edm_grid():
     """Whole flow ODE (t = 0 to 1) on the EDM grid: Heun's error falls ~4x per halving, Euler's ~2x."""
     x = torch.randn(64, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     exact = exact_ode(x, 0.0, 1.0, 1.0, 0.0)
-    err = {(name, steps): (f(flow_velocity, x, steps=steps, time_grid="edm")[0] - exact).abs().max().item()
-           for name, f in (("euler", flow_euler), ("heun", flow_heun)) for steps in (16, 32, 64)}
+    err = {(name, steps): (solve(name, flow_velocity, x, steps=steps, time_grid="edm")[0] - exact).abs().max().item()
+           for name in ("euler", "heun") for steps in (16, 32, 64)}
     for coarse, fine in ((16, 32), (32, 64)):
         assert 3.0 < err["heun", coarse] / err["heun", fine] < 5.0, err
         assert 1.7 < err["euler", coarse] / err["euler", fine] < 2.3, err
@@ -215,7 +214,7 @@ def test_interval_guidance_is_counted_per_guided_step(objective, sampler):
     torch.manual_seed(0)
     model = build_model(exp.model, 10).eval()
     labels = torch.arange(10)
-    result = sample_images(exp, model, exp, torch.device("cpu"), labels, 10)
+    result = sample_images(exp, model, torch.device("cpu"), labels, 10)
     if objective == "flow":
         sigmas = [(1 - t) / t if t > 0 else math.inf for t in flow_times(6, "edm")[:-1]]
     else:

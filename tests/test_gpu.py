@@ -163,8 +163,8 @@ def test_a_gpu_checkpoint_loads_and_samples_on_the_cpu(tmp_path):
         png = sampling.sample_experiment(experiment("cpu", grid), log_fn=lambda *_: None)
         assert png.is_file() and png.with_suffix(".json").is_file()
         gpu_exp = experiment(DEVICE, grid)
-        trained, model, _ = sampling.load_model(ckpt, torch.device(DEVICE))
-        labels, n, _ = sampling.grid_labels(trained, gpu_exp, torch.device(DEVICE))
-        result = sampling.sample_images(trained, model, gpu_exp, torch.device(DEVICE), labels, n)
+        _, model, _ = sampling.load_model(ckpt, torch.device(DEVICE))
+        labels, n, _ = sampling.grid_labels(gpu_exp, torch.device(DEVICE))
+        result = sampling.sample_images(gpu_exp, model, torch.device(DEVICE), labels, n)
         assert result.images.shape == (10, 3, 32, 32) and result.nfe == 2 * 5  # guidance: two passes per step
         assert torch.isfinite(result.images).all()

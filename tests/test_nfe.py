@@ -42,7 +42,7 @@ def test_nfe_is_counted_for_every_sampler_with_and_without_guidance(objective, s
     model = CallCounter()
     n = 10  # three batches of 4, 4 and 2: the count is per image drawn, not per batch
     labels = class_blocks(10, n, "cpu")
-    result = sample_images(exp, model, exp, torch.device("cpu"), labels, n)
+    result = sample_images(exp, model, torch.device("cpu"), labels, n)
     assert result.nfe == model.rows / n  # independent of the sampler's own counter
     assert result.nfe == nfe * (2 if guidance != 1.0 else 1)  # the two branches of guidance count as two
     batches = 3
@@ -52,7 +52,7 @@ def test_nfe_is_counted_for_every_sampler_with_and_without_guidance(objective, s
 def test_nfe_of_unconditional_sampling_ignores_guidance():
     exp = _exp("flow", "heun", 4, 1.0, conditioning="none")
     model = CallCounter()
-    result = sample_images(exp, model, exp, torch.device("cpu"), None, 6)
+    result = sample_images(exp, model, torch.device("cpu"), None, 6)
     assert result.nfe == model.rows / 6 == 7
 
 

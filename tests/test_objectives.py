@@ -112,6 +112,10 @@ def test_make_objective():
     schedule = linear_schedule(10)
     assert isinstance(make_objective("ddpm", schedule), DDPMObjective)
     assert isinstance(make_objective("flow", None), FlowMatchingObjective)
+    with pytest.raises(ValueError, match="unknown objective 'score'"):  # not flow matching by default
+        make_objective("score", schedule)
+    with pytest.raises(ValueError, match="needs a noise schedule"):
+        make_objective("ddpm", None)
 
 
 @pytest.mark.parametrize("kind", ["ddpm", "flow"])

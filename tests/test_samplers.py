@@ -10,7 +10,7 @@ import torch
 
 from ddpm_hpc.config import build_experiment
 from ddpm_hpc.models import build_model
-from ddpm_hpc.samplers import SAMPLERS, ddim, ddpm_ancestral, flow_euler, flow_heun, guided, network_evaluations
+from ddpm_hpc.samplers import guided, network_evaluations, solve
 from ddpm_hpc.sampling import grid_labels, sample_images
 from ddpm_hpc.schedules import cosine_schedule, linear_schedule
 
@@ -55,7 +55,7 @@ def test_ancestral_mean_is_hos_formula():
     betas, alphas, ab = reference(T, 1e-3, 0.2)
     x = torch.randn((3, 3, 4, 4), generator=torch.Generator().manual_seed(0))
     with ZeroNoise():
-        _, traj = ddpm_ancestral(smooth_eps, x, s, keep=T + 1)
+        _, traj = solve("ddpm", smooth_eps, x, s, keep=T + 1)
     assert len(traj) == T + 1 and torch.equal(traj[0], x)
     for i, t in enumerate(range(T, 0, -1)):
         x_t = traj[i].double()
@@ -71,15 +71,15 @@ def test_ddim_eta1_all_steps_has_the_ancestral_mean(schedule):
     s = linear_schedule(T, 1e-3, 0.1) if schedule == "linear" else cosine_schedule(T)
     x = torch.randn((4, 3, 4, 4), generator=torch.Generator().manual_seed(1))
     with ZeroNoise():
-        out_ddpm, traj_ddpm = ddpm_ancestral(smooth_eps, x, s, keep=T + 1)
-        out_ddim, traj_ddim = ddim(smooth_eps, x, s, steps=T, eta=1.0, keep=T + 1)
+        out_ddpm, traj_ddpm = solve("ddpm", smooth_eps, x, s, keep=T + 1)
+        out_ddim, traj_ddim = solve("ddim", smooth_eps, x, s, steps=T, eta=1.0, keep=T + 1)
     assert len(traj_ddpm) == len(traj_ddim) == T + 1
     for a, b in zip(traj_ddpm, traj_ddim):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out_ddpm, out_ddim, rtol=1e-4, atol=1e-4)
     # and it is not trivially so: DDIM with eta=0 takes a different path
     with ZeroNoise():
-        out_eta0, _ = ddim(smooth_eps, x, s, steps=T, eta=0.0)
+        out_eta0, _ = solve("ddim", smooth_eps, x, s, steps=T, eta=0.0)
     assert (out_eta0 - out_ddpm).abs().max() > 1e-2
 
 
@@ -104,10 +104,10 @@ def test_ddim_eta1_all_steps_is_the_ancestral_sampler_with_the_posterior_varianc
     s = linear_schedule(T, 1e-3, 0.2)
     betas, _, ab = reference(T, 1e-3, 0.2)
     x = torch.randn((4, 3, 4, 4), generator=torch.Generator().manual_seed(7))
-    out_ddim, _ = ddim(smooth_eps, x, s, steps=T, eta=1.0, generator=torch.Generator().manual_seed(8))
+    out_ddim, _ = solve("ddim", smooth_eps, x, s, steps=T, eta=1.0, generator=torch.Generator().manual_seed(8))
     expected = ancestral_posterior_variance(smooth_eps, x, T, betas, ab, torch.Generator().manual_seed(8))
     torch.testing.assert_close(out_ddim, expected, rtol=1e-4, atol=1e-4)
-    out_ddpm, _ = ddpm_ancestral(smooth_eps, x, s, generator=torch.Generator().manual_seed(8))
+    out_ddpm, _ = solve("ddpm", smooth_eps, x, s, generator=torch.Generator().manual_seed(8))
     assert (out_ddpm - expected).abs().max() > 1e-2  # the ddpm sampler (sigma_t^2 = beta_t) is another one
 
 
@@ -134,9 +134,9 @@ def test_step_variances_ancestral_beta_ddim_eta1_posterior():
     betas, alphas, ab = reference(T, 1e-2, 0.3)
     tol = 5 * math.sqrt(2 / n)  # five relative standard errors of a sample variance
     gen = torch.Generator().manual_seed(3)
-    ancestral = residual_stats(lambda x: ddpm_ancestral(smooth_eps, x, s, generator=gen, keep=T + 1),
+    ancestral = residual_stats(lambda x: solve("ddpm", smooth_eps, x, s, generator=gen, keep=T + 1),
                                T, betas, alphas, ab, n)
-    ddim_eta1 = residual_stats(lambda x: ddim(smooth_eps, x, s, steps=T, eta=1.0, generator=gen, keep=T + 1),
+    ddim_eta1 = residual_stats(lambda x: solve("ddim", smooth_eps, x, s, steps=T, eta=1.0, generator=gen, keep=T + 1),
                                T, betas, alphas, ab, n)
     for t in range(2, T + 1):
         beta_tilde = (1 - ab[t - 1]) / (1 - ab[t]) * betas[t]
@@ -171,7 +171,7 @@ def test_ddim_eta0_with_a_perfect_oracle_recovers_x0(steps):
     x0 = known_image()
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(6))
     x_T = s.sqrt_alpha_bars[T] * x0 + s.sqrt_one_minus_alpha_bars[T] * noise
-    out, _ = ddim(x0_oracle(x0, s, T), x_T, s, steps=steps, eta=0.0)
+    out, _ = solve("ddim", x0_oracle(x0, s, T), x_T, s, steps=steps, eta=0.0)
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-4)
 
 
@@ -183,9 +183,9 @@ def test_stochastic_samplers_with_a_perfect_oracle_recover_x0(sampler):
     gen = torch.Generator().manual_seed(7)
     x_T = s.sqrt_alpha_bars[T] * x0 + s.sqrt_one_minus_alpha_bars[T] * torch.randn(x0.shape, generator=gen)
     if sampler == "ddpm":
-        out, traj = ddpm_ancestral(x0_oracle(x0, s, T), x_T, s, generator=gen, keep=5)
+        out, traj = solve("ddpm", x0_oracle(x0, s, T), x_T, s, generator=gen, keep=5)
     else:
-        out, traj = ddim(x0_oracle(x0, s, T), x_T, s, steps=T, eta=1.0, generator=gen, keep=5)
+        out, traj = solve("ddim", x0_oracle(x0, s, T), x_T, s, steps=T, eta=1.0, generator=gen, keep=5)
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-3)
     assert len(traj) == 5 and torch.equal(traj[0], x_T) and torch.equal(traj[-1], out)
 
@@ -200,7 +200,7 @@ def straight_path_velocity(x0: torch.Tensor):
     return fn
 
 
-@pytest.mark.parametrize("sampler", [flow_euler, flow_heun])
+@pytest.mark.parametrize("sampler", ["euler", "heun"])
 @pytest.mark.parametrize("steps", [1, 3, 20])
 def test_flow_samplers_with_the_exact_velocity_recover_the_data_point(sampler, steps):
     x0 = known_image()
@@ -211,11 +211,10 @@ def test_flow_samplers_with_the_exact_velocity_recover_the_data_point(sampler, s
         calls.append(t[0].item())
         return straight_path_velocity(x0)(x, t)
 
-    out, traj = sampler(fn, z, None, steps=steps, keep=2)
+    out, traj = solve(sampler, fn, z, steps=steps, keep=2)
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-5)
     assert torch.equal(traj[0], z) and torch.equal(traj[-1], out)
-    name = "euler" if sampler is flow_euler else "heun"
-    assert len(calls) == network_evaluations(name, steps, 1.0)
+    assert len(calls) == network_evaluations(sampler, steps, 1.0)
     assert calls[0] == 0.0 and max(calls) < 1
 
 
@@ -223,9 +222,9 @@ def test_flow_heun_is_second_order_where_euler_is_first():
     """dx/dt = -x (velocity depends on x) from t = 0 to 1: exact x(1) = x(0) e^-1."""
     x = torch.ones(1, 1, 1, 1)
     err = {}
-    for name, sampler in (("euler", flow_euler), ("heun", flow_heun)):
+    for name in ("euler", "heun"):
         for steps in (10, 20):
-            out, _ = sampler(lambda x, t: -x, x.double(), steps=steps)
+            out, _ = solve(name, lambda x, t: -x, x.double(), steps=steps)
             err[name, steps] = abs(out.item() - math.exp(-1))
     assert 1.7 < err["euler", 10] / err["euler", 20] < 2.3
     assert err["heun", 20] < err["euler", 20] / 5
@@ -247,9 +246,25 @@ def test_network_evaluations_count_calls(sampler, steps, nfe):
     labels = torch.tensor([1, 2, 3])
     for w in (1.0, 3.0):
         count["rows"] = 0
-        SAMPLERS[sampler](guided(net, labels, w, 10), x, s, steps=steps, eta=0.0)
+        solve(sampler, guided(net, labels, w, 10), x, s, steps=steps, eta=0.0)
         assert network_evaluations(sampler, steps, w) == nfe * (1 if w == 1.0 else 2)
         assert count["rows"] == n * network_evaluations(sampler, steps, w)  # per image
+
+
+def test_every_sampler_is_a_loop_of_its_steps_and_solve_keeps_the_trajectory():
+    """The samplers are bare loops yielding x after each update; ``solve`` (through ``trace``) adds the trajectory
+    and progress for all of them alike, and an unknown name is an error, not a default."""
+    s = linear_schedule(40)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(4))
+    for sampler, steps in (("ddpm", 40), ("ddim", 5), ("dpmpp2m", 5), ("euler", 5), ("heun", 5),
+                           ("flow_dpmpp2m", 5)):
+        seen = []
+        out, traj = solve(sampler, smooth_eps, x, s, steps=steps, keep=3, generator=torch.Generator(),
+                          progress=lambda i, total: seen.append((i, total)))
+        assert seen == [(i, steps) for i in range(1, steps + 1)], sampler
+        assert len(traj) == 3 and torch.equal(traj[0], x) and torch.equal(traj[-1], out), sampler
+    with pytest.raises(ValueError, match="unknown sampler 'plms'"):
+        solve("plms", smooth_eps, x, s, steps=5)
 
 
 def test_guidance_w1_is_the_conditional_call_and_w_batches_both_passes():
@@ -289,11 +304,11 @@ def conditional_experiment(**sample):
 
 def test_grid_labels_for_more_than_ten_samples():
     exp = conditional_experiment(per_class=3)
-    labels, n, nrow = grid_labels(exp, exp, torch.device("cpu"))
+    labels, n, nrow = grid_labels(exp, torch.device("cpu"))
     assert n == 30 and nrow == 3
     assert labels.tolist() == [c for c in range(10) for _ in range(3)]  # one row of the grid per class
     unconditional = build_experiment("u", {"model": {"arch": "conv"}, "sample": {"n": 16}}, "test")
-    labels, n, nrow = grid_labels(unconditional, unconditional, torch.device("cpu"))
+    labels, n, nrow = grid_labels(unconditional, torch.device("cpu"))
     assert labels is None and n == 16 and nrow == 4
 
 
@@ -308,8 +323,8 @@ def test_guided_sampling_with_labels_for_n_greater_than_10():
         seen.append(labels.clone())
         return model(x, t, labels)
 
-    labels, n, _ = grid_labels(exp, exp, torch.device("cpu"))
-    result = sample_images(exp, spy, exp, torch.device("cpu"), labels, n, keep=3)
+    labels, n, _ = grid_labels(exp, torch.device("cpu"))
+    result = sample_images(exp, spy, torch.device("cpu"), labels, n, keep=3)
     assert result.images.shape == (30, 3, 32, 32) and result.images.dtype == torch.uint8
     assert torch.equal(result.labels, labels)
     assert result.nfe == 2 * 2  # two Euler steps, doubled by guidance
@@ -333,6 +348,6 @@ def test_sampling_runs_the_network_under_the_autocast_of_its_precision(precision
         seen.append(out.dtype)
         return out
 
-    labels, n, _ = grid_labels(exp, exp, torch.device("cpu"))
-    result = sample_images(exp, spy, exp, torch.device("cpu"), labels, n, precision=precision)
+    labels, n, _ = grid_labels(exp, torch.device("cpu"))
+    result = sample_images(exp, spy, torch.device("cpu"), labels, n, precision=precision)
     assert set(seen) == {dtype} and result.images.dtype == torch.uint8

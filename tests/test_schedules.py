@@ -12,8 +12,10 @@ import math
 import pytest
 import torch
 
+from ddpm_hpc.config import build_experiment
+from ddpm_hpc.errors import ConfigError
 from ddpm_hpc.objectives import DDPMObjective
-from ddpm_hpc.schedules import cosine_schedule, linear_schedule, make_schedule
+from ddpm_hpc.schedules import cosine_schedule, linear_schedule, make_schedule, schedule_for
 
 
 
@@ -89,8 +91,12 @@ def test_cosine_schedule_matches_nichol_dhariwal():
 def test_make_schedule_dispatch_and_device_move():
     lin = make_schedule("linear", 10, 1e-3, 0.1)
     torch.testing.assert_close(lin.betas, linear_schedule(10, 1e-3, 0.1).betas)
-    cos = make_schedule("cosine", 10, 1e-3, 0.1)
+    cos = make_schedule("cosine", 10)
     torch.testing.assert_close(cos.alpha_bars, cosine_schedule(10).alpha_bars)
+    with pytest.raises(ValueError, match="cosine schedule takes no beta"):  # would be ignored: refused
+        make_schedule("cosine", 10, 1e-3, 0.1)
+    with pytest.raises(ValueError, match="needs beta1 and beta2"):
+        make_schedule("linear", 10)
     moved = lin.to("cpu")
     assert moved.T == 10 and torch.equal(moved.alpha_bars, lin.alpha_bars)
     with pytest.raises(ValueError):
@@ -101,7 +107,7 @@ def test_make_schedule_dispatch_and_device_move():
 def test_forward_process_statistics(kind):
     """x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps has mean sqrt(ab_t) x0 and variance 1 - ab_t (q(x_t | x0))."""
     T, n = 400, 100_000
-    s = make_schedule(kind, T, 1e-4, 0.02)
+    s = make_schedule(kind, T, *((1e-4, 0.02) if kind == "linear" else ()))
     objective = DDPMObjective(s)
     x0 = torch.tensor([-1.0, -0.3, 0.5, 1.0]).view(1, 4, 1, 1).expand(n, 4, 1, 1)
     gen = torch.Generator().manual_seed(0)
@@ -129,7 +135,7 @@ def test_the_readme_states_the_practicals_schedule_as_the_code_computes_it():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     d = load_experiment("mnist_unet_10k").diffusion  # a seed preset
-    s = make_schedule(d.schedule, d.T, d.beta1, d.beta2)
+    s = schedule_for(d)
 
     def stated(pattern: str) -> float:
         found = re.search(pattern, readme)
@@ -144,3 +150,12 @@ def test_the_readme_states_the_practicals_schedule_as_the_code_computes_it():
     assert stated(r"√ᾱ_T ≈ (\d+) %") == round(100 * s.alpha_bars[-1].sqrt().item())
     ho = make_schedule("linear", 1000, d.beta1, d.beta2)
     assert stated(r"T=1000 reaches ᾱ_T = ([\d.e-]+)") == pytest.approx(ho.alpha_bars[-1].item(), rel=0.01)
+
+
+def test_a_cosine_experiment_refuses_betas_it_would_ignore():
+    """diffusion.beta1/beta2 set only the linear schedule: with schedule: cosine they are a config error naming
+    them, and the defaults (what every stored config carries) are accepted."""
+    cosine = {"diffusion": {"schedule": "cosine", "T": 50}}
+    assert schedule_for(build_experiment("c", cosine, "c.yaml").diffusion).T == 50
+    with pytest.raises(ConfigError, match=r"diffusion.beta2=0.05 would be ignored.*cosine"):
+        build_experiment("c", {"diffusion": {**cosine["diffusion"], "beta2": 0.05}}, "c.yaml")

@@ -60,7 +60,7 @@ def _draw(run: Loaded, n: int, device, log_fn) -> tuple[torch.Tensor, torch.Tens
     log_fn(f"eval {exp.name}: sampling {n} images from step {run.ckpt.step} ({run.weights} weights) with "
            f"{exp.sample.sampler}, {exp.sample_steps} steps" + (f", guidance {exp.sample.guidance:g}" if conditional
                                                                  else "") + f" on {device}")
-    result = sample_images(exp, run.model, exp, device, labels, n, precision=run.precision)
+    result = sample_images(exp, run.model, device, labels, n, precision=run.precision)
     return result.images, result.labels, {"nfe_per_image": result.nfe, "sampling_seconds": round(result.seconds, 2),
                                           "precision": run.precision}
 

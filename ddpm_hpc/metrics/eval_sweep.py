@@ -145,7 +145,7 @@ def run_eval_sweep(exp: Experiment, grid: dict[str, list], n: int | None = None,
         else:
             t0 = time.monotonic()
             log_fn(f"{head}: sampling {n} images")
-            drawn = sample_images(point.exp, model, point.exp, device, labels, n)
+            drawn = sample_images(point.exp, model, device, labels, n)
             scores = scorer.score(drawn.images, drawn.labels, log_fn)
             row = {"point": point.varied, "label": point.label, "default": point.default, "sample": point.settings,
                    **{k: scores.get(k) for k in ROW_KEYS if k != "nfe_per_image"}, "nfe_per_image": drawn.nfe,

@@ -3,19 +3,14 @@ written by ``ddpm_hpc.metrics.eval_sweep``)."""
 
 from __future__ import annotations
 
-from html import escape
 from pathlib import Path
-from urllib.parse import quote
 
 from ..run_dir import EVAL
+from .html_parts import _e, _src
 
 
 def is_sweep(fname: str, value) -> bool:
     return fname.startswith("sweep-") and isinstance(value, dict) and isinstance(value.get("points"), list)
-
-
-def _e(value) -> str:
-    return escape(str(value), quote=True)
 
 
 def _num(value, digits: int = 4) -> str:
@@ -34,7 +29,7 @@ def sweep_block(fname: str, table: dict, folder: Path) -> str:
     plot = str(table.get("plot") or fname.replace(".json", ".png"))
     out = ""
     if (folder / EVAL / plot).is_file():
-        src = _e(f"{EVAL}/" + quote(plot) + f"?v={int((folder / EVAL / plot).stat().st_mtime)}")
+        src = _src(f"{EVAL}/{plot}", (folder / EVAL / plot).stat().st_mtime)
         out += (f'<figure><a href="{src}"><img src="{src}" alt="frontier {_e(fname)}" style="max-width:100%"></a>'
                 f"<figcaption>conditional accuracy against each distance as a multiple of its real-data floor; "
                 f"numbers: network evaluations per image; ★ the preset's default</figcaption></figure>")

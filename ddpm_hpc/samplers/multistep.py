@@ -17,20 +17,17 @@ alpha, sigma: ``ddpm.dpmpp2m`` and ``flow.flow_dpmpp2m``.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
-from .common import snapshots
-
 
 def multistep_2m(predict_x0: Callable[[torch.Tensor, int], torch.Tensor], x, alphas: list[float],
-                 sigmas: list[float], *, keep: int = 0, progress=None):
-    """Integrate from grid point 0 to the last; ``predict_x0(x, i)`` is the network's x0 estimate at point i."""
-    steps = len(alphas) - 1
-    trajectory, marks = [x], snapshots(steps + 1, keep)
+                 sigmas: list[float]) -> Iterator[torch.Tensor]:
+    """Integrate from grid point 0 to the last, yielding x at each; ``predict_x0(x, i)`` is the network's x0
+    estimate at point i."""
     previous = None  # (D_{i-1}, lambda_{i-1}) while the last point had a finite lambda
-    for i in range(steps):
+    for i in range(len(alphas) - 1):
         a, s, a_next, s_next = alphas[i], sigmas[i], alphas[i + 1], sigmas[i + 1]
         d = predict_x0(x, i)
         lam = math.log(a / s) if a > 0 and s > 0 else None
@@ -40,8 +37,4 @@ def multistep_2m(predict_x0: Callable[[torch.Tensor, int], torch.Tensor], x, alp
             estimate = (1 + 1 / (2 * r)) * d - 1 / (2 * r) * previous[0]
         x = (s_next / s) * x + (a_next - a * s_next / s) * estimate
         previous = (d, lam) if lam is not None else None
-        if i + 1 in marks:
-            trajectory.append(x)
-        if progress:
-            progress(i + 1, steps)
-    return x, trajectory[:keep] if keep else []
+        yield x
