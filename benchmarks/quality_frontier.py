@@ -1,6 +1,6 @@
 """The quality frontier of one checkpoint: chosen sampler settings scored by ``eval-sweep`` (docs/quality.md).
 
-    python benchmarks/quality_frontier.py mnist_best --checkpoint 10000 [--n 500] [--points A,B,...]
+    python benchmarks/quality_frontier.py mnist_best --checkpoint 10000 [--n 500] [--points A,B,...] [--seed S]
                                           [--table benchmarks/results/quality-mnist_best.json]
 
 The frontier worth scoring is not a product grid (a guidance interval only makes sense with the steps it spends
@@ -55,8 +55,52 @@ POINTS = {
     "2m6-w3-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=6", "sample.guidance=3",
                   "sample.guidance_interval=[0.3,6]"],
     "2m6-w2-high": ["sample.sampler=flow_dpmpp2m", "sample.steps=6", "sample.guidance_interval=[0.6,1000]"],
+    # added at step 10,000 (8 steps: sigma = inf, 7, 3, 1.67, 1, 0.6, 0.33, 0.14; 9 steps: inf, 8, 3.5, 2, 1.25, 0.8,
+    # 0.5, 0.29, 0.13)
+    "heun5-w2": ["sample.steps=5"],
+    "euler10-unguided": ["sample.sampler=euler", "sample.steps=10", "sample.guidance=1"],
+    "2m8-w2-gi13": ["sample.sampler=flow_dpmpp2m", "sample.steps=8", "sample.guidance_interval=[1,3]"],
+    "2m8-w3-gi13": ["sample.sampler=flow_dpmpp2m", "sample.steps=8", "sample.guidance=3",
+                    "sample.guidance_interval=[1,3]"],
+    "euler8-w3-gi": ["sample.sampler=euler", "sample.steps=8", "sample.guidance=3", "sample.guidance_interval=[1,3]"],
+    "2m6-w3-gi-mid": ["sample.sampler=flow_dpmpp2m", "sample.steps=6", "sample.guidance=3",
+                      "sample.guidance_interval=[0.6,3]"],
+    "2m9-w4-gi-one": ["sample.sampler=flow_dpmpp2m", "sample.steps=9", "sample.guidance=4",
+                      "sample.guidance_interval=[1.5,3]"],
+    # the shift grid (sigma x shift; with shift 3, 7 steps: inf, 18, 7.5, 4, 2.25, 1.2, 0.5; 8 steps: inf, 21, 9, 5, 3,
+    # 1.8, 1, 0.43; 9 steps: inf, 24, 10.5, 6, 3.75, 2.4, 1.5, 0.86, 0.38)
+    "2m10-shift3-unguided": ["sample.sampler=flow_dpmpp2m", "sample.steps=10", "sample.guidance=1",
+                             "sample.time_grid=shift", "sample.shift=3"],
+    "2m10-shift5-unguided": ["sample.sampler=flow_dpmpp2m", "sample.steps=10", "sample.guidance=1",
+                             "sample.time_grid=shift", "sample.shift=5"],
+    "2m8-shift3-w2-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=8", "sample.time_grid=shift", "sample.shift=3",
+                         "sample.guidance_interval=[1.5,4]"],
+    "2m8-shift3-w3-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=8", "sample.time_grid=shift", "sample.shift=3",
+                         "sample.guidance=3", "sample.guidance_interval=[1.5,4]"],
+    "euler8-shift3-w3-gi": ["sample.sampler=euler", "sample.steps=8", "sample.time_grid=shift", "sample.shift=3",
+                            "sample.guidance=3", "sample.guidance_interval=[1.5,4]"],
+    "2m7-shift3-w2-gi-wide": ["sample.sampler=flow_dpmpp2m", "sample.steps=7", "sample.time_grid=shift",
+                              "sample.shift=3", "sample.guidance_interval=[1.1,5]"],
+    "2m7-shift3-w3-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=7", "sample.time_grid=shift", "sample.shift=3",
+                         "sample.guidance=3", "sample.guidance_interval=[1.1,3]"],
+    "2m8-shift3-w2.5-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=8", "sample.time_grid=shift", "sample.shift=3",
+                           "sample.guidance=2.5", "sample.guidance_interval=[1.5,4]"],
+    # shift 4, 8 steps: inf, 28, 12, 6.7, 4, 2.4, 1.3, 0.57
+    "2m8-shift4-w2-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=8", "sample.time_grid=shift", "sample.shift=4",
+                         "sample.guidance_interval=[2,5]"],
+    "2m8-shift4-w3-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=8", "sample.time_grid=shift", "sample.shift=4",
+                         "sample.guidance=3", "sample.guidance_interval=[2,5]"],
+    # shift 4, 7 steps: inf, 24, 10, 5.3, 3, 1.6, 0.67; 9 steps: inf, 32, 14, 8, 5, 3.2, 2, 1.1, 0.5
+    "2m7-shift4-w2-gi-wide": ["sample.sampler=flow_dpmpp2m", "sample.steps=7", "sample.time_grid=shift",
+                              "sample.shift=4", "sample.guidance_interval=[1.1,6]"],
+    "2m8-shift4-w2.5-gi": ["sample.sampler=flow_dpmpp2m", "sample.steps=8", "sample.time_grid=shift", "sample.shift=4",
+                           "sample.guidance=2.5", "sample.guidance_interval=[2,5]"],
+    "2m9-shift4-w5-gi-one": ["sample.sampler=flow_dpmpp2m", "sample.steps=9", "sample.time_grid=shift",
+                             "sample.shift=4", "sample.guidance=5", "sample.guidance_interval=[2.5,4]"],
+    "2m9-shift3-w4-gi-one": ["sample.sampler=flow_dpmpp2m", "sample.steps=9", "sample.time_grid=shift",
+                             "sample.shift=3", "sample.guidance=4", "sample.guidance_interval=[2,3]"],
 }
-COLUMNS = ("sampler", "steps", "time_grid", "rho", "guidance", "guidance_interval", "guidance_schedule",
+COLUMNS = ("sampler", "steps", "time_grid", "rho", "shift", "guidance", "guidance_interval", "guidance_schedule",
            "nfe_per_image", "conditional_accuracy", "classifier_fd", "classifier_fd_floor", "classifier_fd_ratio")
 
 
@@ -89,7 +133,7 @@ def markdown(rows: list[dict]) -> str:
     lines = [head, "|" + "---|" * 12]
     for r in rows:
         s = r["sample"]
-        grid = s["time_grid"] + (f" ρ={s['rho']:g}" if s["time_grid"] != "uniform" else "")
+        grid = s["time_grid"] + {"edm": f" ρ={s['rho']:g}", "shift": f" {s.get('shift', 1):g}"}.get(s["time_grid"], "")
         interval = "all" if not s["guidance_interval"] else "({:g}, {:g}]".format(*s["guidance_interval"])
         lines.append(f"| {r['name']} | {s['sampler']} | {s['steps']} | {grid} | {s['guidance']:g} | {interval} | "
                      f"{s['guidance_schedule']} | {r['nfe_per_image']} | {r['conditional_accuracy']:.1%} | "
@@ -103,6 +147,7 @@ def main(argv=None) -> None:
     parser.add_argument("--checkpoint", default="latest", help="a step number, latest, or a file")
     parser.add_argument("--n", type=int, default=500, help="images per point (default 500: 50 per class)")
     parser.add_argument("--points", default=",".join(POINTS), help=f"comma-separated, of: {', '.join(POINTS)}")
+    parser.add_argument("--seed", type=int, default=None, help="another sample.seed for every point (another draw)")
     parser.add_argument("--table", type=Path, default=None, help="JSON table to write (and .md beside it)")
     args = parser.parse_args(argv)
     dataset = load_experiment(args.experiment).data.dataset
@@ -110,7 +155,8 @@ def main(argv=None) -> None:
         raise SystemExit(f"no classifier at {weights_path(dataset)}: train it first on other digits (docs/quality.md)")
     settings, step = [], None
     for point in args.points.split(","):
-        row = score_point(args.experiment, args.checkpoint, POINTS[point], args.n)
+        seed = [] if args.seed is None else [f"sample.seed={args.seed}"]
+        row = score_point(args.experiment, args.checkpoint, POINTS[point] + seed, args.n)
         settings.append(row["sample"])
         step = row["step"]
     names = {json.dumps(s, sort_keys=True): p for s, p in zip(settings, args.points.split(","))}

@@ -127,9 +127,11 @@ class SampleConfig:
     checkpoint: str = "latest"  # latest | <step> | <path>
     every: int = field(default=0, metadata=_range(0))  # small grid every N training steps, 0 = off
     trajectory: bool = True  # also write an x_T ... x_0 strip
-    # Few-step sampling (docs/quality.md): uniform steps in the model's time, or EDM's rho-spaced noise levels
-    time_grid: Literal["uniform", "edm"] = "uniform"
+    # Few-step sampling (docs/quality.md): uniform steps in the model's time, EDM's rho-spaced noise levels, or the
+    # uniform steps with every noise level multiplied by shift (SD3's shifted timesteps)
+    time_grid: Literal["uniform", "edm", "shift"] = "uniform"
     rho: float = field(default=7.0, metadata=_range(0.1, 100.0))  # time_grid=edm only; EDM uses 7
+    shift: float = field(default=1.0, metadata=_range(0.01, 100.0))  # time_grid=shift only; 1 = uniform
     # Guidance only while the noise-to-signal ratio sigma is in (lo, hi] (Kynkäänniemi et al. 2024); none = always
     guidance_interval: Optional[tuple[float, ...]] = field(default=None, metadata=_range(check=_check_interval))
     guidance_schedule: Literal["constant", "linear", "cosine"] = "constant"  # w over time, from noise to data
@@ -202,6 +204,10 @@ def _check_consistency(exp: Experiment, where: str) -> None:
     if exp.sample.sampler == "ddpm" and exp.sample.time_grid != "uniform":
         raise ConfigError(f"{where}: sample.time_grid={exp.sample.time_grid} needs a few-step sampler; the ddpm "
                           f"sampler takes all T steps (use ddim or dpmpp2m)")
+    for key, grid, default in (("rho", "edm", 7.0), ("shift", "shift", 1.0)):
+        if getattr(exp.sample, key) != default and exp.sample.time_grid != grid:
+            raise ConfigError(f"{where}: sample.{key}={getattr(exp.sample, key):g} would be ignored: it sets "
+                              f"sample.time_grid={grid}, not {exp.sample.time_grid}")
     if exp.sample.guidance == 1.0 and (exp.sample.guidance_interval or exp.sample.guidance_schedule != "constant"):
         raise ConfigError(f"{where}: sample.guidance_interval and sample.guidance_schedule change guidance, which is "
                           f"off (sample.guidance=1)")

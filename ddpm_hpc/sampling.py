@@ -165,7 +165,7 @@ def sample_images(exp: Experiment, model, device: torch.device, labels: torch.Te
             fn = guided(net, y, s.guidance, NUM_CLASSES[exp.data.dataset], interval=s.guidance_interval,
                         schedule=s.guidance_schedule, levels=noise_levels(d.objective, schedule))
             x0, traj = solve(s.sampler, fn, x, schedule, steps=steps, eta=s.eta, generator=generator,
-                             time_grid=s.time_grid, rho=s.rho, keep=keep if b == 0 else 0,
+                             time_grid=s.time_grid, rho=s.rho, shift=s.shift, keep=keep if b == 0 else 0,
                              progress=lambda i, total, b=b: progress(b * total + i))
             out.append(display(x0))
             if traj:
@@ -200,7 +200,7 @@ def sample_tag(step: int, exp: Experiment, conditional: bool, n: int | None = No
     if s.sampler == "ddim" and s.eta:
         tag += f"-eta{s.eta:g}"
     if s.time_grid != "uniform":
-        tag += f"-{s.time_grid}{s.rho:g}"
+        tag += f"-{s.time_grid}{s.shift if s.time_grid == 'shift' else s.rho:g}"
     if conditional and s.guidance != 1.0:
         tag += f"-w{s.guidance:g}"
         if s.guidance_interval:
@@ -210,7 +210,7 @@ def sample_tag(step: int, exp: Experiment, conditional: bool, n: int | None = No
     return f"{tag}-n{n}-seed{s.seed}"
 
 
-METHOD_KEYS = ("time_grid", "rho", "guidance_interval", "guidance_schedule")
+METHOD_KEYS = ("time_grid", "rho", "shift", "guidance_interval", "guidance_schedule")
 
 
 def method_settings(exp: Experiment) -> dict:

@@ -120,6 +120,39 @@ def test_edm_grids():
     assert ts != ddpm_times(s, 8)  # and not the uniform grid
 
 
+@pytest.mark.parametrize("shift", [0.5, 2.0, 3.0])
+def test_the_shift_grid_multiplies_every_noise_level_by_the_shift(shift):
+    """Flow: sigma = (1 - t) / t of each shifted time is shift x that of the uniform time (SD3's shifted timesteps),
+    with the endpoints 0 and 1 kept; shift = 1 is the uniform grid. DDPM: each level shift x sigma of the uniform
+    timestep, taken at the nearest trained timestep, strictly decreasing, from T to 0."""
+    uniform, shifted = flow_times(8), flow_times(8, "shift", shift=shift)
+    assert shifted[0] == 0.0 and shifted[-1] == 1.0 and shifted != uniform
+    for u, t in zip(uniform[1:-1], shifted[1:-1]):
+        assert (1 - t) / t == pytest.approx(shift * (1 - u) / u, rel=1e-12)
+    assert flow_times(8, "shift", shift=1.0) == pytest.approx(uniform, abs=1e-15)
+    s = linear_schedule(1000)
+    sigma = ((1 - s.alpha_bars) / s.alpha_bars).sqrt().double()
+    ts = ddpm_times(s, 10, "shift", shift=shift)
+    assert ts[0] == 1000 and ts[-1] == 0 and all(a > b for a, b in zip(ts, ts[1:]))
+    for previous, t, u in zip(ts, ts[1:-1], ddpm_times(s, 10)[1:-1]):
+        wanted = math.log(shift * sigma[u])
+        nearest = abs(math.log(sigma[t]) - wanted) <= min(abs(math.log(sigma[t + d]) - wanted) for d in (-1, 1)) + 1e-12
+        assert nearest or t == previous - 1  # a level beyond sigma_T is taken one step below the last one
+
+
+def test_the_shift_grid_keeps_each_solver_exact_and_of_its_order():
+    """On the shift grid the 2M solvers still land on a single data point, and Heun keeps its ~4x per halving on
+    the whole flow ODE of Gaussian data."""
+    x = torch.randn(64, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    out, _ = solve("flow_dpmpp2m", lambda x, t: (MU - x) / (1 - t.view(-1, 1, 1, 1)), x.view(4, 1, 4, 4), steps=3,
+                   time_grid="shift", shift=2.0)
+    torch.testing.assert_close(out, torch.full_like(out, MU))
+    exact = exact_ode(x, 0.0, 1.0, 1.0, 0.0)
+    err = {n: (solve("heun", flow_velocity, x, steps=n, time_grid="shift", shift=2.0)[0] - exact).abs().max().item()
+           for n in (16, 32)}
+    assert 3.0 < err[16] / err[32] < 5.0, err
+
+
 def test_heun_and_euler_keep_their_order_on_the_edm_grid():
     """Whole flow ODE (t = 0 to 1) on the EDM grid: Heun's error falls ~4x per halving, Euler's ~2x."""
     x = torch.randn(64, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
@@ -243,6 +276,12 @@ def test_sample_settings_are_validated():
         experiment(rho=0.0)
     with pytest.raises(ConfigError, match="time_grid.*not allowed"):
         experiment(time_grid="karras")
+    with pytest.raises(ConfigError, match="sample.shift=3 would be ignored: it sets sample.time_grid=shift"):
+        experiment(shift=3.0)
+    with pytest.raises(ConfigError, match="sample.rho=5 would be ignored: it sets sample.time_grid=edm"):
+        experiment(time_grid="shift", rho=5.0)
+    with pytest.raises(ConfigError, match="shift"):
+        experiment(time_grid="shift", shift=0.0)
 
 
 def test_sample_tag_names_every_method_setting():
@@ -251,3 +290,5 @@ def test_sample_tag_names_every_method_setting():
                        guidance_schedule="linear")
     assert sample_tag(10000, plain, True, 500) == "step0010000-euler4-w2-n500-seed1234"
     assert sample_tag(10000, fancy, True, 500) == "step0010000-flow_dpmpp2m8-edm5-w2-gi0.3-5-glinear-n500-seed1234"
+    shifted = experiment(time_grid="shift", shift=2.5)
+    assert sample_tag(10000, shifted, True, 500) == "step0010000-euler4-shift2.5-w2-n500-seed1234"

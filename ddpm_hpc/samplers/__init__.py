@@ -27,19 +27,21 @@ SAMPLERS = DDPM_SAMPLERS + FLOW_SAMPLERS
 
 def solve(sampler: str, fn: Denoiser, x: torch.Tensor, schedule: NoiseSchedule | None = None, *, steps: int = 0,
           eta: float = 0.0, generator: torch.Generator | None = None, time_grid: str = "uniform", rho: float = 7.0,
-          keep: int = 0, progress: Progress | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+          shift: float = 1.0, keep: int = 0,
+          progress: Progress | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run ``sampler`` from the noise ``x``: (x0, trajectory of ``keep`` states, x_T first). ``schedule`` is needed
     by the DDPM samplers only; ``ddpm`` takes all T steps, the others ``steps`` steps of ``time_grid``; ``eta`` is
-    DDIM's, ``generator`` draws the noise of the stochastic ones (ddpm, ddim with eta > 0)."""
+    DDIM's, ``generator`` draws the noise of the stochastic ones (ddpm, ddim with eta > 0); ``rho`` is the edm grid's
+    and ``shift`` the shift grid's (grids.py)."""
     if sampler == "ddpm":
         return trace(ddpm_ancestral(fn, x, schedule, generator), x, schedule.T, keep=keep, progress=progress)
     if sampler in FLOW_SAMPLERS:
         loop = {"euler": flow_euler, "heun": flow_heun, "flow_dpmpp2m": flow_dpmpp2m}[sampler]
-        return trace(loop(fn, x, flow_times(steps, time_grid, rho)), x, steps, keep=keep, progress=progress)
+        return trace(loop(fn, x, flow_times(steps, time_grid, rho, shift)), x, steps, keep=keep, progress=progress)
     if sampler == "ddim":
-        loop = ddim(fn, x, schedule, ddpm_times(schedule, steps, time_grid, rho), eta, generator)
+        loop = ddim(fn, x, schedule, ddpm_times(schedule, steps, time_grid, rho, shift), eta, generator)
     elif sampler == "dpmpp2m":
-        loop = dpmpp2m(fn, x, schedule, ddpm_times(schedule, steps, time_grid, rho))
+        loop = dpmpp2m(fn, x, schedule, ddpm_times(schedule, steps, time_grid, rho, shift))
     else:
         raise ValueError(f"unknown sampler {sampler!r}; one of {', '.join(SAMPLERS)}")
     return trace(loop, x, steps, keep=keep, progress=progress)

@@ -11,6 +11,12 @@ EDM; rho = 1 is uniform in sigma). sigma is the noise-to-signal ratio of x_t = a
   path is exactly EDM's x0 + sigma z, so EDM's grid carries over (Meta's flow_matching image example samples on it
   too). The grid starts at t = 0 (pure noise, sigma = inf) instead of EDM's sigma_max = 80 (t = 0.012), which would
   spend one evaluation on almost no change, and ends at t = 1.
+
+``shift`` is the uniform grid with every noise level multiplied by ``shift``: sigma_i = shift * sigma(u_i) for the
+uniform points u_i. For flow matching that is t = u / (u + shift (1 - u)), the "shifted" timesteps of Esser et al.
+(2024, Stable Diffusion 3, their s): shift > 1 moves steps towards the noise, where a few-step solver of a flow model
+errs most (measured on MNIST, docs/quality.md); shift = 1 is uniform. For DDPM each shifted level is taken at the
+nearest trained timestep, as for ``edm``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import torch
 
 from ..schedules import NoiseSchedule
 
-GRIDS = ("uniform", "edm")
+GRIDS = ("uniform", "edm", "shift")
 FLOW_SIGMA_MIN, FLOW_SIGMA_MAX = 0.002, 80.0  # EDM's defaults
 
 
@@ -33,15 +39,20 @@ def edm_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float) -> li
     return [(hi + i / (steps - 1) * (lo - hi)) ** rho for i in range(steps)] + [0.0]
 
 
-def ddpm_times(schedule: NoiseSchedule, steps: int, grid: str = "uniform", rho: float = 7.0) -> list[int]:
+def ddpm_times(schedule: NoiseSchedule, steps: int, grid: str = "uniform", rho: float = 7.0,
+               shift: float = 1.0) -> list[int]:
     """``steps`` + 1 integer timesteps from T down to 0."""
     T = schedule.T
+    uniform = torch.linspace(T, 0, steps + 1).round().long().tolist()
     if grid == "uniform":
-        return torch.linspace(T, 0, steps + 1).round().long().tolist()
-    if grid != "edm":
-        raise ValueError(f"unknown time grid {grid!r}")
+        return uniform
     log_sigma = 0.5 * (schedule.one_minus_alpha_bars[1:].double().log() - schedule.alpha_bars[1:].double().log())
-    wanted = edm_sigmas(steps, math.exp(log_sigma[0]), math.exp(log_sigma[-1]), rho)[:-1]
+    if grid == "edm":
+        wanted = edm_sigmas(steps, math.exp(log_sigma[0]), math.exp(log_sigma[-1]), rho)[:-1]
+    elif grid == "shift":
+        wanted = [shift * math.exp(log_sigma[t - 1]) for t in uniform[:-1]]
+    else:
+        raise ValueError(f"unknown time grid {grid!r}")
     times = [T]
     for i, sigma in enumerate(wanted[1:], start=1):
         nearest = int((log_sigma - math.log(sigma)).abs().argmin()) + 1
@@ -49,11 +60,14 @@ def ddpm_times(schedule: NoiseSchedule, steps: int, grid: str = "uniform", rho: 
     return times + [0]
 
 
-def flow_times(steps: int, grid: str = "uniform", rho: float = 7.0) -> list[float]:
+def flow_times(steps: int, grid: str = "uniform", rho: float = 7.0, shift: float = 1.0) -> list[float]:
     """``steps`` + 1 times from 0 (noise) to 1 (data)."""
-    if grid == "uniform":
+    if grid in ("uniform", "shift"):
         h = 1.0 / steps
-        return [i * h for i in range(steps)] + [1.0]  # i * h: as the samplers always computed it; ends at 1 exactly
+        uniform = [i * h for i in range(steps)] + [1.0]  # i * h: as the samplers always computed it; ends at 1 exactly
+        if grid == "uniform":
+            return uniform
+        return [u / (u + shift * (1 - u)) for u in uniform]  # sigma = (1 - t) / t becomes shift * (1 - u) / u
     if grid != "edm":
         raise ValueError(f"unknown time grid {grid!r}")
     sigmas = edm_sigmas(steps, FLOW_SIGMA_MIN, FLOW_SIGMA_MAX, rho)
