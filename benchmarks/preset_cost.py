@@ -69,7 +69,9 @@ def preset_cost(exp: Experiment) -> dict:
     s = exp.sample
     return {"experiment": exp.name, "parameters": params, "forward_flops_per_image": forward,
             "train_flops_per_image": train, "train_images": train_images, "train_flops": train * train_images,
-            "sampler": f"{s.sampler} {exp.sample_steps} steps, {s.time_grid} grid, guidance {s.guidance:g}"
+            "sampler": f"{s.sampler} {exp.sample_steps} steps, {s.time_grid} grid"
+                       + {"edm": f" rho {s.rho:g}", "shift": f" {s.shift:g}"}.get(s.time_grid, "")
+                       + f", guidance {s.guidance:g}"
                        + (" on ({:g}, {:g}]".format(*s.guidance_interval) if s.guidance_interval else ""),
             "nfe_per_image": nfe, "sample_flops_per_image": forward * nfe, "grid_images": grid_images,
             "grid_flops": forward * nfe * grid_images, "eval_images": EVAL_IMAGES,

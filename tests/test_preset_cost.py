@@ -29,6 +29,8 @@ def test_flops_of_the_two_layer_conv_net_are_the_closed_form():
     ({"sampler": "heun", "steps": 10, "guidance": 2.0}, 38),
     ({"sampler": "flow_dpmpp2m", "steps": 7, "guidance": 2.0, "guidance_interval": [0.5, 3.0]}, 7 + 3),
     ({"sampler": "euler", "steps": 4, "guidance": 1.0}, 4),
+    ({"sampler": "flow_dpmpp2m", "steps": 8, "guidance": 2.5, "guidance_interval": [2.0, 5.0], "time_grid": "shift",
+      "shift": 4.0}, 8 + 2),  # mnist_best's default: of sigma = inf, 28, 12, 6.7, 4, 2.4, 1.3, 0.57 two are guided
 ])
 def test_nfe_is_counted_through_the_samplers(sample, nfe):
     exp = build_experiment("f", {
