@@ -113,6 +113,11 @@ def test_usr2_on_a_two_task_job_requeues_and_ends_with_the_same_weights(slurm_cl
                            f"sacct -D of {train_id}")
     ours, ref = final_tensors(lab, name), reference["tensors"]
     assert ours.keys() == ref.keys()
-    differ = [k for k in ref if not k.startswith("rng.") and not torch.equal(ours[k], ref[k])]
+    # Bit for bit, except the smoothed loss: each rank smooths its own losses and the ranks average them at every log
+    # line and at every save. Averaging is linear, so an extra save between two log lines (the USR2 one) changes
+    # the result only by float rounding; its tolerance is far below any real difference (one step moves it ~1e-3).
+    exact = [k for k in ref if not k.startswith("rng.") and k != "train.loss_smooth"]
+    differ = [k for k in exact if not torch.equal(ours[k], ref[k])]
     assert not differ, f"tensors differ from the uninterrupted 2-task run: {differ[:5]}"
+    torch.testing.assert_close(ours["train.loss_smooth"], ref["train.loss_smooth"], rtol=1e-5, atol=0)
     assert wait_final(slurm_cluster, sample_id) == "COMPLETED", lab.log(name, sample_id)

@@ -336,7 +336,7 @@ def test_failed_job_shows_reason_and_sampling_never_runs(slurm_cluster, lab):
     assert wait_final(slurm_cluster, sample_id) == "CANCELLED"
     # sacct (slurmdbd) lags slurmctld: poll until the cancelled sampling job's reason has arrived too
     status = slurm_cluster.wait_for(lambda: (s := lab.make("status", "broken").stdout) and "FAILED" in s
-                                    and "CANCELLED (not run" in s and s, 30, "make status to show FAILED and why")
+                                    and "CANCELLED (not run" in s and s, 90, "make status to show FAILED and why")
     line = [ln for ln in status.splitlines() if ln.startswith("broken")]
     assert len(line) == 1, status
     assert f"train {train_id} FAILED: DatasetMissing: mnist dataset not found in /nonexistent/ddpm-data" in line[0]
