@@ -70,7 +70,7 @@ def preset_cost(exp: Experiment) -> dict:
     return {"experiment": exp.name, "parameters": params, "forward_flops_per_image": forward,
             "train_flops_per_image": train, "train_images": train_images, "train_flops": train * train_images,
             "sampler": f"{s.sampler} {exp.sample_steps} steps, {s.time_grid} grid"
-                       + {"edm": f" rho {s.rho:g}", "shift": f" {s.shift:g}"}.get(s.time_grid, "")
+                       + ("" if s.grid_parameter is None else f" {s.grid_parameter:g}")
                        + f", guidance {s.guidance:g}"
                        + (" on ({:g}, {:g}]".format(*s.guidance_interval) if s.guidance_interval else ""),
             "nfe_per_image": nfe, "sample_flops_per_image": forward * nfe, "grid_images": grid_images,

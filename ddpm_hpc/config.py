@@ -136,6 +136,15 @@ class SampleConfig:
     guidance_interval: Optional[tuple[float, ...]] = field(default=None, metadata=_range(check=_check_interval))
     guidance_schedule: Literal["constant", "linear", "cosine"] = "constant"  # w over time, from noise to data
 
+    @property
+    def grid_parameter(self) -> float | None:
+        """The setting that shapes the time grid (``GRID_PARAMETERS``); None for the uniform grid."""
+        key = GRID_PARAMETERS.get(self.time_grid)
+        return None if key is None else getattr(self, key)
+
+
+GRID_PARAMETERS = {"edm": "rho", "shift": "shift"}  # time_grid -> the sample setting only that grid uses
+
 
 @dataclass(frozen=True)
 class SlurmConfig:
@@ -204,7 +213,8 @@ def _check_consistency(exp: Experiment, where: str) -> None:
     if exp.sample.sampler == "ddpm" and exp.sample.time_grid != "uniform":
         raise ConfigError(f"{where}: sample.time_grid={exp.sample.time_grid} needs a few-step sampler; the ddpm "
                           f"sampler takes all T steps (use ddim or dpmpp2m)")
-    for key, grid, default in (("rho", "edm", 7.0), ("shift", "shift", 1.0)):
+    for grid, key in GRID_PARAMETERS.items():
+        default = SampleConfig.__dataclass_fields__[key].default
         if getattr(exp.sample, key) != default and exp.sample.time_grid != grid:
             raise ConfigError(f"{where}: sample.{key}={getattr(exp.sample, key):g} would be ignored: it sets "
                               f"sample.time_grid={grid}, not {exp.sample.time_grid}")

@@ -200,7 +200,7 @@ def sample_tag(step: int, exp: Experiment, conditional: bool, n: int | None = No
     if s.sampler == "ddim" and s.eta:
         tag += f"-eta{s.eta:g}"
     if s.time_grid != "uniform":
-        tag += f"-{s.time_grid}{s.shift if s.time_grid == 'shift' else s.rho:g}"
+        tag += f"-{s.time_grid}{s.grid_parameter:g}"
     if conditional and s.guidance != 1.0:
         tag += f"-w{s.guidance:g}"
         if s.guidance_interval:
